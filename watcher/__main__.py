@@ -1,0 +1,5 @@
+"""``python -m watcher`` is ``openrouter-watcher``."""
+
+from watcher.cli import main
+
+main()

@@ -1,0 +1,274 @@
+"""The ``openrouter-watcher`` command: argument parsing, exit codes and signals.
+
+Exit codes: 0 success; 1 a watch could not be checked (fetch or validation failed) or the
+state database is unusable; 2 the config, a rule file or the command line is wrong.
+This is the only module that touches signals and ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from watcher import __version__, config, demo, log, snapshot, yamldoc
+from watcher.app import App, CycleResult, iso, run_once
+from watcher.diff import diff
+from watcher.errors import ConfigError, SnapshotError, WatcherError
+from watcher.events import EVENT_TYPES, Event, events_from_changes
+from watcher.fetch import new_session
+from watcher.notify.render import line
+from watcher.rules.match import route
+from watcher.store import EventQuery, Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own usage errors exit 2 too
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="PATH",
+                        help="config file (default: $OPENROUTER_WATCHER_CONFIG, else "
+                             "./openrouter-watcher.yaml, else the packaged default)")
+    common.add_argument("--log-level", choices=log.LEVELS,
+                        help="debug, info, warning or error (default: the config's log_level)")
+    fmt = _Parser(add_help=False)
+    fmt.add_argument("--format", choices=("text", "json"), default="text",
+                     help="text for people, json for one event object per line")
+
+    parser = _Parser(
+        prog="openrouter-watcher",
+        description="Watch the OpenRouter model catalogue and alert on what changes.",
+        epilog="Exit codes: 0 ok, 1 a watch failed or the state is unusable, 2 bad config "
+               "or usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+    sub.add_parser("run", parents=[common], help="poll every watch until stopped (the daemon)",
+                   description="Poll every watch at its interval until SIGTERM or SIGINT.")
+    sub.add_parser("once", parents=[common, fmt], help="one cycle of every watch, then exit",
+                   description="Poll every watch once, record and print what changed. "
+                               "Exit 0 when every watch was checked, 1 when one failed.")
+    sub.add_parser("check", parents=[common], help="validate the config and rule files",
+                   description="Load the config and every rule file; exit 0 or 2.")
+    hist = sub.add_parser("history", parents=[common, fmt], help="stored events, newest last",
+                          description="Print stored events, oldest first.")
+    hist.add_argument("--watch", help="only this watch")
+    hist.add_argument("--model", metavar="GLOB", help="only models whose id matches the glob")
+    hist.add_argument("--type", choices=sorted(EVENT_TYPES), help="only this event type")
+    hist.add_argument("--since", metavar="AGE", help="only events newer than AGE (30m, 7d, ...)")
+    hist.add_argument("--limit", type=int, metavar="N", help="only the newest N events")
+    dif = sub.add_parser("diff", parents=[common, fmt],
+                         help="the events between two saved responses (no state)",
+                         description="Diff two saved /api/v1/models responses (.json or "
+                                     ".json.gz) and print the events. Touches no state.")
+    dif.add_argument("old", type=Path)
+    dif.add_argument("new", type=Path)
+    dif.add_argument("--rules", action="store_true",
+                     help="also show which rule sends each event where (needs a config)")
+    sub.add_parser("demo", parents=[common],
+                   help="replay bundled real snapshots offline through the real pipeline",
+                   description="Start a loopback server that replays four real responses "
+                               "from January 2026 and watch it with the default config and "
+                               "rules. Needs no network and leaves no state behind.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_command(argv))
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.configure(args.log_level or "info")
+    try:
+        handler = COMMANDS[args.command]
+        return handler(args)
+    except ConfigError as exc:
+        print(f"openrouter-watcher: config error: {log.redactor.text(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except WatcherError as exc:
+        print(f"openrouter-watcher: {log.redactor.text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    settings = config.load(config.find_config(args.config))
+    log.redactor.update(settings.secrets)
+    log.configure(args.log_level or settings.log_level)
+    for warning in settings.warnings:
+        log.get().warning("config.warning", message=warning)
+    return settings
+
+
+def _print_events(events: Sequence[Event], fmt: str) -> None:
+    for event in events:
+        if fmt == "json":
+            sys.stdout.write(orjson.dumps(event).decode() + "\n")
+        else:
+            print(f"{event['detected_at']}  {event['watch']:<10} {event['type']:<24} "
+                  f"{line(event)}")
+    sys.stdout.flush()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"{settings.path}: OK: {len(settings.watches)} watches, {len(settings.targets)} "
+          f"targets, {len(settings.rules)} rules from {len(settings.rule_files)} files")
+    return EXIT_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = Store.open(settings.state_dir)
+    try:
+        results = asyncio.run(run_once(settings, store))
+    finally:
+        store.close()
+    for result in results:
+        _print_events(result.events, args.format)
+        if args.format == "text":
+            print(_summary(result))
+    return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+
+
+def _summary(result: CycleResult) -> str:
+    if result.outcome == "failed":
+        return f"{result.watch}: FAILED: {log.redactor.text(result.error or '')}"
+    if result.outcome == "baseline":
+        return f"{result.watch}: baseline recorded ({result.models} models); changes show next time"
+    if result.outcome == "unchanged":
+        return f"{result.watch}: no change ({result.models} models)"
+    return f"{result.watch}: {len(result.events)} events ({result.models} models)"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = Store.open(settings.state_dir)
+    try:
+        return asyncio.run(_daemon(settings, store))
+    finally:
+        store.close()
+
+
+async def _daemon(settings: config.Settings, store: Store) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with new_session() as session:
+        app = App(settings, store, session)
+        await app.run(stop)
+    if app.fatal is not None:
+        raise app.fatal
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    since = None
+    if args.since:
+        seconds = yamldoc.parse_duration(args.since)
+        if seconds is None:
+            raise ConfigError(f"--since: expected an age such as 30m, 12h or 7d, got {args.since!r}")
+        since = iso(datetime.now(UTC) - timedelta(seconds=seconds))
+    store = Store.open(settings.state_dir)
+    try:
+        events = store.events(EventQuery(watch=args.watch, model_glob=args.model,
+                                         type=args.type, since=since, limit=args.limit))
+    finally:
+        store.close()
+    _print_events(events, args.format)
+    return EXIT_OK
+
+
+def _read_snapshot(path: Path) -> snapshot.Snapshot:
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read: {exc.strerror}") from None
+    if body[:2] == b"\x1f\x8b":
+        body = gzip.decompress(body)
+    try:
+        return snapshot.parse(body)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{path}: {exc}") from None
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    old, new = _read_snapshot(args.old), _read_snapshot(args.new)
+    events = events_from_changes(diff(old, new), old=old, new=new, watch="diff",
+                                 detected_at=iso(datetime.now(UTC)))
+    if not args.rules:
+        _print_events(events, args.format)
+        return EXIT_OK
+    settings = _settings(args)
+    for event in events:
+        routes = route(settings.rules, event)
+        if args.format == "json":
+            routed = {**event, "routes": [{"rule": r.name, "target": t} for r, t in routes]}
+            sys.stdout.write(orjson.dumps(routed).decode() + "\n")
+        else:
+            where = ", ".join(f"{t} (rule {r.name})" for r, t in routes) or "nowhere"
+            print(f"{event['type']:<24} {line(event)}\n{'':<24} -> {where}")
+    return EXIT_OK
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    return asyncio.run(_demo())
+
+
+async def _demo() -> int:
+    snapshots = demo.bundled_snapshots()
+    with demo.temp_state() as state_dir:
+        async with demo.replay_server([body for _, body in snapshots]) as url:
+            settings = demo.demo_settings(url, Path(state_dir))
+            print(f"Replaying {len(snapshots)} real /api/v1/models responses from {url}\n")
+            store = Store.open(settings.state_dir)
+            try:
+                async with new_session() as session:
+                    app = App(settings, store, session)
+                    for step, (name, _) in enumerate(snapshots, start=1):
+                        result = await app.cycle(settings.watches[0])
+                        print(f"== poll {step}: {name.removesuffix('.json.gz')} ==")
+                        print(_summary(result))
+                        _print_demo_routes(settings, result.events)
+                        print()
+            finally:
+                store.close()
+    print("That was the real pipeline against a local replay server. Next: "
+          "`openrouter-watcher once` polls openrouter.ai itself.")
+    return EXIT_OK
+
+
+def _print_demo_routes(settings: config.Settings, events: list[Event]) -> None:
+    by_target: dict[str, list[str]] = {}
+    for event in events:
+        for rule, target in route(settings.rules, event):
+            by_target.setdefault(target, []).append(f"[{rule.name}] {event['type']}: {line(event)}")
+    for target, lines in by_target.items():
+        print(f"-- the default rules send {len(lines)} of {len(events)} events to {target}:")
+        for text in lines:
+            print(f"   {text}")
+
+
+COMMANDS = {
+    "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
+    "diff": cmd_diff, "demo": cmd_demo,
+}

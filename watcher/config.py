@@ -1,0 +1,204 @@
+"""Typed, strict configuration, loaded once.
+
+Unknown keys, wrong types and missing keys are :class:`ConfigError`\\ s that name the file,
+the line and the key.  ``${VAR}`` in string values expands from the environment; values
+that come from the environment or from ``*_file`` keys in secret places (API keys, target
+URLs) are collected in :attr:`Settings.secrets` so that logging can redact them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from watcher import yamldoc
+from watcher.rules.load import load_rule_files
+from watcher.rules.model import Rule
+
+ENV_CONFIG = "OPENROUTER_WATCHER_CONFIG"
+LOCAL_CONFIG = "openrouter-watcher.yaml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_INTERVAL_OPENROUTER = 60.0
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One URL polled at a fixed rate."""
+
+    name: str
+    url: str
+    interval: float
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    max_body_bytes: int = 32 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named place to send notifications: an Apprise URL, or ``console://``."""
+
+    name: str
+    url: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs, validated."""
+
+    path: Path
+    state_dir: Path
+    watches: tuple[Watch, ...]
+    targets: dict[str, Target]
+    rules: tuple[Rule, ...]
+    rule_files: tuple[Path, ...] = ()
+    log_level: str = "info"
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+def packaged_config() -> Path:
+    """The default config shipped inside the package."""
+    return Path(str(resources.files("watcher") / "defaults" / "openrouter-watcher.yaml"))
+
+
+def find_config(explicit: str | None) -> Path:
+    """``--config``, else ``$OPENROUTER_WATCHER_CONFIG``, else ``./openrouter-watcher.yaml``,
+    else the packaged default."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    if Path(LOCAL_CONFIG).is_file():
+        return Path(LOCAL_CONFIG)
+    return packaged_config()
+
+
+def load(path: Path) -> Settings:
+    """Read and validate the config at ``path`` and every rule file it names."""
+    root = yamldoc.load(path)
+    keys = root.mapping(
+        allowed={"state_dir", "watches", "targets", "rules", "log_level"},
+        required={"watches"},
+    )
+    base = path.parent
+    secrets: list[str] = []
+    warnings: list[str] = []
+
+    if "state_dir" in keys:
+        state_dir = base / keys["state_dir"].string(expand_env=True)
+    else:
+        state_dir = Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state")
+
+    watches = tuple(_watch(v, base, secrets, warnings) for v in keys["watches"].sequence())
+    if not watches:
+        raise keys["watches"].error("at least one watch is needed")
+    names = [w.name for w in watches]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise keys["watches"].sequence()[i].error(f"duplicate watch name {name!r}")
+
+    targets = _targets(keys["targets"], base, secrets) if "targets" in keys else {}
+
+    rule_files: list[Path] = []
+    if "rules" in keys:
+        for item in keys["rules"].sequence():
+            rule_files.extend(_expand_rule_paths(item, base))
+    rules = load_rule_files(rule_files, targets=set(targets), watches=set(names))
+
+    log_level = keys["log_level"].choice(LOG_LEVELS) if "log_level" in keys else "info"
+    return Settings(
+        path=path, state_dir=state_dir, watches=watches, targets=targets, rules=rules,
+        rule_files=tuple(rule_files), log_level=log_level,
+        secrets=frozenset(s for s in secrets if len(s) >= 4), warnings=tuple(warnings),
+    )
+
+
+def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[str]) -> Watch:
+    keys = value.mapping(
+        allowed={"name", "url", "interval", "api_key_env", "api_key_file", "timeout",
+                 "max_body_mb"},
+        required={"name", "url", "interval"},
+    )
+    name = keys["name"].string()
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise keys["name"].error("use letters, digits, '-' and '_' only")
+    url = keys["url"].string(expand_env=True)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise keys["url"].error(f"expected an http:// or https:// URL, got {url!r}")
+    interval = yamldoc.duration(keys["interval"], minimum=1.0)
+    if interval < MIN_INTERVAL_OPENROUTER and (parts.hostname or "").endswith("openrouter.ai"):
+        warnings.append(
+            f"{value.path}:{keys['interval'].line}: watch {name!r} polls openrouter.ai every "
+            f"{interval:g}s; below {MIN_INTERVAL_OPENROUTER:g}s is meant for tests and replays"
+        )
+    if "api_key_env" in keys and "api_key_file" in keys:
+        raise keys["api_key_file"].error("give api_key_env or api_key_file, not both")
+    api_key = None
+    if "api_key_env" in keys:
+        var = keys["api_key_env"].string()
+        api_key = os.environ.get(var)
+        if not api_key:
+            raise keys["api_key_env"].error(f"environment variable {var} is not set")
+    elif "api_key_file" in keys:
+        api_key = _read_secret_file(keys["api_key_file"], base)
+    if api_key:
+        secrets.append(api_key)
+    timeout = yamldoc.duration(keys["timeout"], minimum=1.0) if "timeout" in keys else 30.0
+    max_mb = keys["max_body_mb"].number(minimum=0.01) if "max_body_mb" in keys else 32.0
+    return Watch(name=name, url=url, interval=interval, api_key=api_key, timeout=timeout,
+                 max_body_bytes=int(max_mb * (1 << 20)))
+
+
+def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, Target]:
+    targets: dict[str, Target] = {}
+    for name, item in value.items():
+        if isinstance(item.node, yaml.MappingNode):
+            keys = item.mapping(allowed={"url", "url_file"})
+            if ("url" in keys) == ("url_file" in keys):
+                raise item.error("give exactly one of url or url_file")
+            if "url" in keys:
+                url = keys["url"].string(expand_env=True, secrets=secrets)
+            else:
+                url = _read_secret_file(keys["url_file"], base)
+                secrets.append(url)
+        else:
+            url = item.string(expand_env=True, secrets=secrets)
+        if "://" not in url:
+            # The URL may hold a token: name the key, never echo the value.
+            raise item.error("expected an Apprise URL such as slack://..., mailto://... "
+                             "or console://")
+        if url.split("://", 1)[0] != "console":
+            secrets.append(url)
+        targets[name] = Target(name=name, url=url)
+    return targets
+
+
+def _read_secret_file(value: yamldoc.Value, base: Path) -> str:
+    path = base / value.string(expand_env=True)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise value.error(f"cannot read {path}: {exc.strerror}") from None
+    if not text:
+        raise value.error(f"{path} is empty")
+    return text
+
+
+def _expand_rule_paths(value: yamldoc.Value, base: Path) -> list[Path]:
+    pattern = value.string(expand_env=True)
+    full = base / pattern
+    if glob.has_magic(pattern):
+        matches = sorted(Path(p) for p in glob.glob(str(full)))  # noqa: PTH207 - absolute patterns
+        if not matches:
+            raise value.error(f"no rule file matches {pattern!r}")
+        return matches
+    if not full.is_file():
+        raise value.error(f"rule file {full} not found")
+    return [full]

@@ -1,0 +1,51 @@
+"""One error tree for the whole package.
+
+::
+
+    WatcherError                 anything this package raises on purpose
+    ├── ConfigError              a config or rule file is wrong: file, line and key in the message
+    ├── StateError               the state database cannot be opened, read or written
+    ├── FetchError               an HTTP poll failed; ``retryable`` says whether to try again
+    │   └── AuthError            401, 402 or 403: the key or the account needs a person
+    └── SnapshotError            a response is not a model list we can trust
+
+Third-party errors (aiohttp, sqlite3, yaml) are translated where they happen, so that
+nothing above ``fetch``/``store``/``config`` ever sees them, and so that their messages
+(which may carry request headers) never reach a log line.
+"""
+
+from __future__ import annotations
+
+
+class WatcherError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(WatcherError):
+    """A config or rule file is invalid; the message names file, line and key."""
+
+
+class StateError(WatcherError):
+    """The state database cannot be used; never treated as empty."""
+
+
+class FetchError(WatcherError):
+    """An HTTP poll failed."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class AuthError(FetchError):
+    """The server refused the key or the account (401, 402, 403)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message, retryable=False, status=status)
+
+
+class SnapshotError(WatcherError):
+    """A response body is not a model list we can trust (not JSON, wrong shape, ...)."""

@@ -1,0 +1,106 @@
+"""Turn changes into typed events: the public contract.
+
+Every event is a flat JSON object with the same keys everywhere (``once --format json``,
+``history``, webhook payloads)::
+
+    {"watch": "models", "type": "price_changed", "model": "z-ai/glm-4.7",
+     "name": "Z.AI: GLM 4.7", "field": "pricing.prompt", "old": "0.0000004",
+     "new": "0.00000016", "change_pct": -60.0, "detected_at": "2026-01-04T19:13:29Z"}
+
+``field_changed`` events for set-like lists also carry ``added`` and ``removed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from watcher.diff import Change, as_decimal
+from watcher.snapshot import Snapshot
+
+Event = dict[str, Any]
+
+EVENT_TYPES = frozenset({
+    "model_added", "model_removed", "price_changed",
+    "expiration_set", "expiration_changed", "expiration_cleared",
+    "context_length_changed", "field_changed", "expiring_soon",
+})
+
+
+def make_event(*, watch: str, type: str, model: str, detected_at: str,  # noqa: A002
+               name: str | None = None, field: str | None = None, old: Any = None,
+               new: Any = None, change_pct: float | None = None, **extra: Any) -> Event:
+    """An event with every contract key present, in the contract's order."""
+    return {"watch": watch, "type": type, "model": model, "name": name, "field": field,
+            "old": old, "new": new, "change_pct": change_pct, "detected_at": detected_at,
+            **extra}
+
+
+def events_from_changes(changes: Iterable[Change], *, old: Snapshot, new: Snapshot,
+                        watch: str, detected_at: str) -> list[Event]:
+    """The events for ``changes`` between snapshots ``old`` and ``new``."""
+    events: list[Event] = []
+    for change in changes:
+        source = new.models.get(change.model) or old.models[change.model]
+        common: dict[str, Any] = {"watch": watch, "model": change.model, "detected_at": detected_at,
+                  "name": source.get("name")}
+        if change.kind == "added":
+            events.append(make_event(type="model_added", new=summary(source), **common))
+        elif change.kind == "removed":
+            events.append(make_event(type="model_removed", old=summary(source), **common))
+        else:
+            events.append(_field_event(change, common))
+    return events
+
+
+def _field_event(change: Change, common: dict[str, Any]) -> Event:
+    field = ".".join(change.path)
+    old, new = change.old, change.new
+    if change.path[:1] == ("pricing",):
+        return make_event(type="price_changed", field=field, old=old, new=new,
+                          change_pct=change_pct(old, new), **common)
+    if change.path == ("expiration_date",):
+        kind = ("expiration_set" if old is None else
+                "expiration_cleared" if new is None else "expiration_changed")
+        return make_event(type=kind, field=field, old=old, new=new, **common)
+    if change.path == ("context_length",):
+        return make_event(type="context_length_changed", field=field, old=old, new=new,
+                          change_pct=change_pct(old, new), **common)
+    if _is_set(old) and _is_set(new):
+        before, after = set(old or ()), set(new or ())
+        return make_event(type="field_changed", field=field, old=old, new=new,
+                          added=sorted(after - before, key=str),
+                          removed=sorted(before - after, key=str), **common)
+    return make_event(type="field_changed", field=field, old=old, new=new, **common)
+
+
+def _is_set(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value))
+
+
+def change_pct(old: Any, new: Any) -> float | None:
+    """Percent change from ``old`` to ``new``, rounded to 0.1; None when old is 0 or not a number."""
+    a, b = _number(old), _number(new)
+    if a is None or b is None or a == 0 or a < 0 or b < 0:
+        return None
+    return float(round((b - a) / a * 100, 1))
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    return as_decimal(value)
+
+
+def summary(item: dict[str, Any]) -> dict[str, Any]:
+    """What a person wants to know about a model that appeared or went away."""
+    pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
+    return {
+        "context_length": item.get("context_length"),
+        "pricing": {k: v for k, v in (pricing or {}).items() if k in ("prompt", "completion")},
+        "expiration_date": item.get("expiration_date"),
+    }

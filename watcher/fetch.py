@@ -1,0 +1,176 @@
+"""HTTP: one GET of a models endpoint (all pages), with retries, as raw bytes.
+
+The outcome table:
+
+=====================================  ==============================================
+2xx                                    the body (and the next pages, if ``links.next``)
+408, 429, 5xx, timeout, connection     retried with exponential backoff and jitter,
+                                       honouring ``Retry-After`` (bounded); then FetchError
+401, 402, 403                          AuthError at once: a person must act
+other 4xx                              FetchError at once (not retryable)
+body over the cap                      FetchError at once
+=====================================  ==============================================
+
+``aiohttp`` errors never leave this module: they are translated into
+:class:`~watcher.errors.FetchError` with messages that carry no request headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import orjson
+
+from watcher import __version__
+from watcher.config import Watch
+from watcher.errors import AuthError, FetchError
+
+USER_AGENT = f"openrouter-watcher/{__version__} (+https://github.com/openrouter-watcher)"
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+AUTH_STATUS = frozenset({401, 402, 403})
+MAX_PAGES = 100
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one cycle tries before it gives up."""
+
+    attempts: int = 4
+    backoff: float = 1.0        # first wait, doubled each retry, with full jitter
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The process's one HTTP session."""
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+
+
+async def fetch(session: aiohttp.ClientSession, watch: Watch, *,
+                policy: RetryPolicy = RetryPolicy(),
+                sleep: Sleep = asyncio.sleep) -> list[bytes]:
+    """Every page of ``watch.url``; retries transient failures, raises FetchError."""
+    pages: list[bytes] = []
+    url: str | None = watch.url
+    seen: set[str] = set()
+    while url is not None:
+        if url in seen or len(pages) >= MAX_PAGES:
+            raise FetchError(f"pagination of {_safe(watch.url)} does not end", retryable=False)
+        seen.add(url)
+        body = await fetch_page(session, watch, url, policy=policy, sleep=sleep)
+        pages.append(body)
+        url = _next_page(body, url)
+    return pages
+
+
+async def fetch_page(session: aiohttp.ClientSession, watch: Watch, url: str, *,
+                     policy: RetryPolicy, sleep: Sleep) -> bytes:
+    """One page, retried per the outcome table."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await _get(session, watch, url)
+        except FetchError as exc:
+            if not exc.retryable or attempt >= policy.attempts:
+                if attempt > 1:
+                    raise FetchError(f"{exc} (after {attempt} attempts)", retryable=exc.retryable,
+                                     status=exc.status) from None
+                raise
+            await sleep(_delay(attempt, exc.retry_after, policy))
+
+
+def _delay(attempt: int, retry_after: float | None, policy: RetryPolicy) -> float:
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), policy.max_retry_after)
+    cap = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+    return random.uniform(cap / 2, cap)
+
+
+async def _get(session: aiohttp.ClientSession, watch: Watch, url: str) -> bytes:
+    headers = {"Authorization": f"Bearer {watch.api_key}"} if watch.api_key else {}
+    timeout = aiohttp.ClientTimeout(total=watch.timeout, connect=min(10.0, watch.timeout))
+    where = _safe(url)
+    try:
+        async with session.get(url, headers=headers, timeout=timeout,
+                               allow_redirects=True) as resp:
+            status = resp.status
+            if status in AUTH_STATUS:
+                raise AuthError(f"{where}: HTTP {status}: the API key or the account was "
+                                "refused", status=status)
+            if status in RETRYABLE_STATUS:
+                raise FetchError(f"{where}: HTTP {status}", retryable=True, status=status,
+                                 retry_after=_retry_after(resp.headers.get("Retry-After")))
+            if not 200 <= status < 300:
+                raise FetchError(f"{where}: HTTP {status}", retryable=False, status=status)
+            if resp.content_length is not None and resp.content_length > watch.max_body_bytes:
+                raise _too_large(where, watch)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > watch.max_body_bytes:
+                    raise _too_large(where, watch)
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except FetchError:
+        raise
+    except TimeoutError:
+        raise FetchError(f"{where}: timed out after {watch.timeout:g}s", retryable=True) from None
+    except aiohttp.ClientPayloadError:
+        raise FetchError(f"{where}: the response was cut off", retryable=True) from None
+    except aiohttp.ClientConnectionError as exc:
+        # str(exc) of connection errors names host and OS error, never headers.
+        raise FetchError(f"{where}: connection failed: {type(exc).__name__}: {exc}",
+                         retryable=True) from None
+    except aiohttp.ClientError as exc:
+        raise FetchError(f"{where}: HTTP client error: {type(exc).__name__}",
+                         retryable=True) from None
+
+
+def _too_large(where: str, watch: Watch) -> FetchError:
+    return FetchError(f"{where}: response is larger than the {watch.max_body_bytes} byte cap",
+                      retryable=False)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
+
+
+def _next_page(body: bytes, url: str) -> str | None:
+    if b'"links"' not in body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # snapshot parsing reports it
+    links = doc.get("links") if isinstance(doc, dict) else None
+    nxt = links.get("next") if isinstance(links, dict) else None
+    return urljoin(url, nxt) if isinstance(nxt, str) and nxt else None
+
+
+def _safe(url: str) -> str:
+    """The URL without query string or user info, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"

@@ -1,0 +1,98 @@
+"""Logging: structlog with stable dotted event names, and secrets redacted everywhere.
+
+JSON lines when stderr is not a terminal (journald, Docker), readable lines when it is.
+Every record, including formatted tracebacks and records from third-party loggers, passes
+through :class:`Redactor` last, so a secret that reaches a message is replaced before it is
+written.  Tracebacks are rendered without local variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+MASK = "***"
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+
+
+class Redactor:
+    """Replaces known secret strings anywhere in an event dict."""
+
+    def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
+
+    def update(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v) for v in value]
+        if isinstance(value, BaseException):
+            return self.text(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+                 ) -> MutableMapping[str, Any]:
+        if not self._secrets:
+            return event_dict
+        return {k: self.value(v) for k, v in event_dict.items()}
+
+
+redactor = Redactor()
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redactor.text(super().format(record))
+
+
+def configure(level: str = "info", *, stream: TextIO | None = None,
+              json: bool | None = None) -> None:
+    """Set up structlog and the stdlib root logger; safe to call again (reload)."""
+    out = stream or sys.stderr
+    as_json = (not out.isatty()) if json is None else json
+    renderer: Any = (structlog.processors.JSONRenderer() if as_json else
+                     structlog.dev.ConsoleRenderer(
+                         colors=False, exception_formatter=structlog.dev.plain_traceback))
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        # Tracebacks become text here, before the redactor, so they are redacted too.
+        structlog.processors.format_exc_info,
+        redactor,
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Third-party libraries speak only when something is wrong.
+    root.setLevel(max(LEVELS[level], logging.WARNING))
+
+
+def get(name: str = "watcher") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,1 @@
+"""Notifications: ``render`` turns events into text (pure), ``deliver`` sends it."""
