@@ -1,0 +1,105 @@
+"""Real servers on 127.0.0.1 for tests: a fake OpenRouter that replays real snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+DATA = Path(__file__).parent / "data"
+
+
+def snapshot_path(number: int) -> Path:
+    """tests/data/NNN_*.json.gz for NNN = ``number``."""
+    (path,) = DATA.glob(f"{number:03d}_*.json.gz")
+    return path
+
+
+def snapshot_bytes(number: int) -> bytes:
+    return gzip.decompress(snapshot_path(number).read_bytes())
+
+
+@dataclass
+class Reply:
+    """One scripted answer of the fake server."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    content_type: str = "application/json"
+
+
+class FakeOpenRouter:
+    """An aiohttp server on 127.0.0.1 serving ``/api/v1/models`` from a script.
+
+    ``script`` is a list of Replies (or snapshot numbers); each request takes the next,
+    and the last one repeats.  ``requests`` records the headers of every request.
+    Runs in its own thread with its own loop, so it serves subprocesses and in-process
+    clients alike.
+    """
+
+    def __init__(self, script: list[Reply | int] | None = None) -> None:
+        self.script: list[Reply | int] = list(script or [])
+        self.requests: list[dict[str, str]] = []
+        self.served = 0
+        self.port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.handler: Callable[[web.Request], Reply | None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1/models"
+
+    def set_script(self, script: list[Reply | int]) -> None:
+        self.script = list(script)
+        self.served = 0
+
+    def _next(self) -> Reply:
+        if not self.script:
+            return Reply(status=500, body=b"no script")
+        item = self.script[min(self.served, len(self.script) - 1)]
+        self.served += 1
+        return Reply(body=snapshot_bytes(item)) if isinstance(item, int) else item
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(dict(request.headers))
+        reply = self._next()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
+                            content_type=reply.content_type)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/models", self._models)
+        app.router.add_get("/api/v1/models/user", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> FakeOpenRouter:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
