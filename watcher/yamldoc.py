@@ -65,7 +65,7 @@ class Value:
                 ) -> dict[str, Value]:
         """The mapping's values by key; unknown, duplicate and missing keys are errors."""
         if not isinstance(self.node, yaml.MappingNode):
-            raise self.error(f"expected a mapping, got {self._kind()}")
+            raise self.error(f"expected a mapping, got {self.kind()}")
         out: dict[str, Value] = {}
         for key_node, value_node in self.node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
@@ -88,7 +88,7 @@ class Value:
     def items(self) -> list[tuple[str, Value]]:
         """A mapping with free-form string keys, in file order."""
         if not isinstance(self.node, yaml.MappingNode):
-            raise self.error(f"expected a mapping, got {self._kind()}")
+            raise self.error(f"expected a mapping, got {self.kind()}")
         out: list[tuple[str, Value]] = []
         seen: set[str] = set()
         for key_node, value_node in self.node.value:
@@ -103,7 +103,7 @@ class Value:
 
     def sequence(self) -> list[Value]:
         if not isinstance(self.node, yaml.SequenceNode):
-            raise self.error(f"expected a list, got {self._kind()}")
+            raise self.error(f"expected a list, got {self.kind()}")
         return [self._child(n, f"{self.key}[{i}]") for i, n in enumerate(self.node.value)]
 
     def string_list(self, *, expand_env: bool = False) -> list[str]:
@@ -119,7 +119,7 @@ class Value:
         register them for redaction.
         """
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _STR_TAG:
-            raise self.error(f"expected a string, got {self._kind()}")
+            raise self.error(f"expected a string, got {self.kind()}")
         text: str = self.node.value
         if not expand_env:
             return text
@@ -137,7 +137,7 @@ class Value:
 
     def integer(self, *, minimum: int | None = None) -> int:
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _INT_TAG:
-            raise self.error(f"expected an integer, got {self._kind()}")
+            raise self.error(f"expected an integer, got {self.kind()}")
         value = int(yaml.safe_load(self.node.value))
         if minimum is not None and value < minimum:
             raise self.error(f"must be at least {minimum}, got {value}")
@@ -145,7 +145,7 @@ class Value:
 
     def number(self, *, minimum: float | None = None) -> float:
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag not in (_INT_TAG, _FLOAT_TAG):
-            raise self.error(f"expected a number, got {self._kind()}")
+            raise self.error(f"expected a number, got {self.kind()}")
         value = float(yaml.safe_load(self.node.value))
         if minimum is not None and value < minimum:
             raise self.error(f"must be at least {minimum:g}, got {value:g}")
@@ -153,7 +153,7 @@ class Value:
 
     def boolean(self) -> bool:
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _BOOL_TAG:
-            raise self.error(f"expected true or false, got {self._kind()}")
+            raise self.error(f"expected true or false, got {self.kind()}")
         return bool(yaml.safe_load(self.node.value))
 
     def choice(self, options: tuple[str, ...]) -> str:
@@ -162,7 +162,7 @@ class Value:
             raise self.error(f"must be one of {', '.join(options)}, got {value!r}")
         return value
 
-    def _kind(self) -> str:
+    def kind(self) -> str:
         if isinstance(self.node, yaml.MappingNode):
             return "a mapping"
         if isinstance(self.node, yaml.SequenceNode):
@@ -221,6 +221,8 @@ def duration(value: Value, *, minimum: float = 0.0) -> float:
     if isinstance(value.node, yaml.ScalarNode) and value.node.tag in (_INT_TAG, _FLOAT_TAG):
         seconds = value.number()
     else:
+        if not isinstance(value.node, yaml.ScalarNode):
+            raise value.error(f"expected a duration such as 30s, 10m, 1h or 7d, got {value.kind()}")
         parsed = parse_duration(value.string())
         if parsed is None:
             raise value.error(f"expected a duration such as 30s, 10m, 1h or 7d, got {value.node.value!r}")

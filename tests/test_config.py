@@ -1,0 +1,140 @@
+"""Strict config loading: one bad-config fixture per error, each message names file, line, key."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from watcher import config
+from watcher.errors import ConfigError
+
+CONFIGS = Path(__file__).parent / "configs"
+BAD = sorted((CONFIGS / "bad").glob("*.yaml"))
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path} must start with '# expect: <regex>'"
+    return first.removeprefix("# expect: ")
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_config_is_rejected_with_file_line_and_key(path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert re.search(expected_message(path), str(caught.value)), str(caught.value)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_there_is_a_fixture_for_each_error() -> None:
+    assert len(BAD) >= 19
+
+
+@pytest.mark.parametrize("path", BAD[:3] + [p for p in BAD if p.stem == "unset_env"],
+                         ids=lambda p: p.stem)
+def test_cli_check_exits_2_without_traceback(path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "watcher", "check", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert re.search(expected_message(path), proc.stderr)
+    assert proc.stdout == ""
+
+
+def test_full_example_loads(write_config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "json://127.0.0.1:9/hook-token-abc")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-canary-key")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "default.yaml").write_text(
+        "rules:\n  - {name: all-prices, on: [price_changed], notify: [team, console]}\n")
+    path = write_config("""
+state_dir: ./state                 # where the SQLite database lives
+watches:
+  - name: models
+    url: https://openrouter.ai/api/v1/models
+    interval: 10m
+  - name: my-models
+    url: https://openrouter.ai/api/v1/models/user
+    interval: 10m
+    api_key_env: OPENROUTER_API_KEY
+targets:
+  console: console://
+  team: ${SLACK_WEBHOOK_URL}
+rules: [rules/default.yaml]
+""")
+    settings = config.load(path)
+    assert settings.state_dir == tmp_path / "state"
+    assert [(w.name, w.interval) for w in settings.watches] == [("models", 600.0), ("my-models", 600.0)]
+    assert settings.watches[0].api_key is None
+    assert settings.watches[1].api_key == "sk-or-v1-canary-key"
+    assert settings.targets["team"].url == "json://127.0.0.1:9/hook-token-abc"
+    assert [r.name for r in settings.rules] == ["all-prices"]
+    assert {"sk-or-v1-canary-key", "json://127.0.0.1:9/hook-token-abc"} <= settings.secrets
+    assert "console://" not in settings.secrets
+    assert settings.warnings == ()
+
+
+def test_empty_rules_list_is_valid_and_state_dir_defaults(write_config, monkeypatch) -> None:
+    path = write_config("watches: [{name: m, url: 'http://127.0.0.1:1/m', interval: 1h}]\nrules: []\n")
+    assert config.load(path).rules == ()
+    assert config.load(path).state_dir == Path("state")
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/openrouter-watcher")
+    assert config.load(path).state_dir == Path("/var/lib/openrouter-watcher")
+
+
+def test_api_key_file_and_credentials_directory(write_config, monkeypatch, tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-key").write_text("sk-or-v1-from-file\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    path = write_config("""
+watches:
+  - name: mine
+    url: https://openrouter.ai/api/v1/models/user
+    interval: 30s
+    api_key_file: ${CREDENTIALS_DIRECTORY}/api-key
+""")
+    settings = config.load(path)
+    assert settings.watches[0].api_key == "sk-or-v1-from-file"
+    assert "sk-or-v1-from-file" in settings.secrets
+    assert len(settings.warnings) == 1
+    assert "below 60s" in settings.warnings[0]
+
+
+def test_rule_globs_expand_relative_to_the_config(write_config, tmp_path: Path) -> None:
+    (tmp_path / "rules.d").mkdir()
+    for name in ("b", "a"):
+        (tmp_path / "rules.d" / f"{name}.yaml").write_text(
+            f"rules:\n  - {{name: r-{name}, on: [model_added], notify: [console]}}\n")
+    path = write_config("watches: [{name: m, url: 'http://127.0.0.1:1/m', interval: 1h}]\n"
+                        "targets: {console: 'console://'}\nrules: ['rules.d/*.yaml']\n")
+    assert [r.name for r in config.load(path).rules] == ["r-a", "r-b"]
+
+
+def test_config_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config.find_config(None) == config.packaged_config()
+    (tmp_path / "openrouter-watcher.yaml").write_text("x")
+    assert config.find_config(None) == Path("openrouter-watcher.yaml")
+    monkeypatch.setenv("OPENROUTER_WATCHER_CONFIG", "/etc/openrouter-watcher/config.yaml")
+    assert config.find_config(None) == Path("/etc/openrouter-watcher/config.yaml")
+    assert config.find_config("given.yaml") == Path("given.yaml")
+
+
+def test_packaged_default_config_loads() -> None:
+    settings = config.load(config.packaged_config())
+    assert [w.url for w in settings.watches] == ["https://openrouter.ai/api/v1/models"]
+    assert set(settings.targets) == {"console"}
+    assert settings.rules
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.joinpath("rules").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_rule_file_loads(path: Path) -> None:
+    from watcher.rules.load import load_rule_files
+
+    assert load_rule_files([path], targets={"console"}, watches={"models"})
