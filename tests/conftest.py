@@ -35,3 +35,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("OPENROUTER_WATCHER_CONFIG", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(var, raising=False)
     os.environ.setdefault("NO_COLOR", "1")
+
+
+# Property tests run on slow CI machines too: no per-example deadline.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("default", deadline=None)
+_hypothesis_settings.load_profile("default")
