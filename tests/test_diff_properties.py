@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 from decimal import Decimal
 from typing import Any
@@ -111,7 +112,7 @@ def test_a_real_price_change_is_one_price_event(models, data) -> None:
 def test_non_decimal_pricing_values_do_not_crash_and_still_report(models) -> None:
     if not models:
         return
-    model_id = sorted(models)[0]
+    model_id = min(models)
     tiers = copy.deepcopy(models)
     tiers[model_id]["pricing"]["overrides"] = [{"min_tokens": 200000, "prompt": "0.000005"}]
     more = copy.deepcopy(tiers)
@@ -150,7 +151,7 @@ def test_context_and_expiration_lifecycle() -> None:
              {"m": {"context_length": 500, "expiration_date": "2026-03-01"}},
              {"m": {"context_length": 500, "expiration_date": None}}]
     kinds = [[(e["type"], e["old"], e["new"], e["change_pct"]) for e in events(snap(a), snap(b))]
-             for a, b in zip(steps, steps[1:], strict=False)]
+             for a, b in itertools.pairwise(steps)]
     assert kinds == [
         [("context_length_changed", 1000, 500, -50.0), ("expiration_set", None, "2026-02-01", None)],
         [("expiration_changed", "2026-02-01", "2026-03-01", None)],

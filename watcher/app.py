@@ -2,8 +2,10 @@
 
 ``App.cycle`` is one poll of one watch::
 
-    fetch -> parse -> [same models as the baseline? record the check, stop]
-          -> diff -> events -> ONE transaction: snapshot + check + events
+    fetch -> parse -> [same models as the baseline and no reminder due? record the check, stop]
+          -> diff -> events (+ expiring_soon reminders) -> rules -> alerts
+          -> ONE transaction: snapshot + check + events + one outbox row per (alert, target)
+          -> wake the deliverer, which drains the outbox (see notify.deliver)
 
 ``run`` polls every watch at a fixed rate until ``stop`` is set.  Nothing here touches
 signals: ``cli`` turns them into the ``stop`` event, so tests can drive ``run`` directly.
@@ -14,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TextIO
 
 import aiohttp
 
@@ -24,8 +28,10 @@ from watcher import fetch, log, snapshot
 from watcher.config import Settings, Watch
 from watcher.diff import diff
 from watcher.errors import FetchError, SnapshotError, StateError
-from watcher.events import Event, events_from_changes
-from watcher.store import Store
+from watcher.events import Event, events_from_changes, expiring_soon
+from watcher.notify.deliver import Deliverer, Sender, build_senders
+from watcher.rules.match import route
+from watcher.store import Alert, Store
 
 Clock = Callable[[], datetime]
 
@@ -47,18 +53,25 @@ class CycleResult:
     events: list[Event] = field(default_factory=list)
     error: str | None = None
     models: int = 0
+    alerts: list[Alert] = field(default_factory=list)
 
 
 class App:
     """The daemon's state shared by every watch task."""
 
     def __init__(self, settings: Settings, store: Store, session: aiohttp.ClientSession, *,
-                 clock: Clock = utcnow, retry: fetch.RetryPolicy | None = None) -> None:
+                 clock: Clock = utcnow, retry: fetch.RetryPolicy | None = None,
+                 senders: Mapping[str, Sender] | None = None,
+                 console: TextIO | None = None) -> None:
         self.settings = settings
         self.store = store
         self.session = session
         self.clock = clock
         self.retry = retry or fetch.RetryPolicy()
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
+        if senders is None:
+            senders = build_senders(settings, self._executor, console=console)
+        self.deliverer = Deliverer(settings, store, senders, clock=lambda: self.clock().timestamp())
         self._baselines: dict[str, snapshot.Snapshot | None] = {}
         self._failing: dict[str, str] = {}
         self.fatal: StateError | None = None
@@ -69,8 +82,11 @@ class App:
             self._baselines[watch] = self.store.latest_snapshot(watch)
         return self._baselines[watch]
 
-    async def cycle(self, watch: Watch) -> CycleResult:
-        """Poll ``watch`` once and record what changed."""
+    async def cycle(self, watch: Watch, *, dry_run: bool = False) -> CycleResult:
+        """Poll ``watch`` once, record what changed and queue the alerts.
+
+        With ``dry_run`` nothing is written: the result says what would have happened.
+        """
         started = self.clock()
         at = iso(started)
         baseline = self.baseline(watch.name)
@@ -78,28 +94,54 @@ class App:
             pages = await fetch.fetch(self.session, watch, policy=self.retry)
             current = snapshot.parse_pages(pages)
         except (FetchError, SnapshotError) as exc:
-            self.store.record_check(watch.name, at, "failed", str(exc))
+            if not dry_run:
+                self.store.record_check(watch.name, at, "failed", str(exc))
             self._note_failure(watch.name, str(exc))
             return CycleResult(watch.name, "failed", error=str(exc))
         self._note_success(watch.name)
+        models = len(current.models)
 
         if baseline is None:
-            self.store.commit_cycle(watch.name, at, current, "baseline", [])
-            self._baselines[watch.name] = current
-            self.log.info("cycle.baseline", watch=watch.name, models=len(current.models))
-            return CycleResult(watch.name, "baseline", models=len(current.models))
-        if current.same_content(baseline):
-            self.store.record_check(watch.name, at, "unchanged")
-            self.log.debug("cycle.unchanged", watch=watch.name, models=len(current.models))
-            return CycleResult(watch.name, "unchanged", models=len(current.models))
+            if not dry_run:
+                self.store.commit_cycle(watch.name, at, current, "baseline", [])
+                self._baselines[watch.name] = current
+            self.log.info("cycle.baseline", watch=watch.name, models=models)
+            return CycleResult(watch.name, "baseline", models=models)
 
-        events = events_from_changes(diff(baseline, current), old=baseline, new=current,
-                                     watch=watch.name, detected_at=at)
-        self.store.commit_cycle(watch.name, at, current, "changed", events)
+        changed = not current.same_content(baseline)
+        events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
+                                      watch=watch.name, detected_at=at) if changed else [])
+        reminders = expiring_soon(current, watch=watch.name, today=started.date(),
+                                  days=self.settings.expiring_soon_days,
+                                  sent=self.store.sent_reminders(watch.name), detected_at=at)
+        events += [event for event, _ in reminders]
+        alerts = self.alerts(events)
+        outcome = "changed" if changed else "unchanged"
+        result = CycleResult(watch.name, outcome, events, models=models, alerts=alerts)
+        if dry_run:
+            return result
+        if not events and not changed:
+            self.store.record_check(watch.name, at, outcome)
+            self.log.debug("cycle.unchanged", watch=watch.name, models=models)
+            return result
+        self.store.commit_cycle(watch.name, at, current if changed else None, outcome, events,
+                                alerts, now=started.timestamp(),
+                                reminders=[key for _, key in reminders])
         self._baselines[watch.name] = current
-        self.log.info("cycle.changed", watch=watch.name, events=len(events),
-                      models=len(current.models))
-        return CycleResult(watch.name, "changed", events, models=len(current.models))
+        self.log.info("cycle.changed" if changed else "cycle.reminders", watch=watch.name,
+                      events=len(events), alerts=len(alerts), models=models)
+        if alerts:
+            self.deliverer.wake.set()
+        return result
+
+    def alerts(self, events: list[Event]) -> list[Alert]:
+        """One alert per (event, target) that the rules select."""
+        return [
+            Alert(event=index, rule=rule.name, target=target, settle=rule.settle,
+                  group=rule.name if (rule.title or rule.body) else "")
+            for index, event in enumerate(events)
+            for rule, target in route(self.settings.rules, event)
+        ]
 
     def _note_failure(self, watch: str, reason: str) -> None:
         if watch not in self._failing:
@@ -116,14 +158,31 @@ class App:
         """Poll every watch until ``stop`` is set."""
         tasks = [asyncio.create_task(self._poll(w, stop), name=f"watch:{w.name}")
                  for w in self.settings.watches]
-        self.log.info("daemon.started", watches=len(tasks))
+        delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
+        self.log.info("daemon.started", watches=len(tasks), targets=len(self.settings.targets))
         try:
             await stop.wait()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._finish_sends()
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+            self.close()
             self.log.info("daemon.stopped")
+
+    async def _finish_sends(self) -> None:
+        """Give in-flight sends a bounded grace; what is left stays pending for next time."""
+        grace = self.settings.delivery.stop_grace
+        try:
+            await asyncio.wait_for(self.deliverer.wait_inflight(), timeout=grace)
+        except TimeoutError:
+            self.log.warning("notify.grace_expired", grace_seconds=grace,
+                             note="unsent messages stay pending and go out after restart")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _poll(self, watch: Watch, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -156,9 +215,16 @@ async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
             await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
-async def run_once(settings: Settings, store: Store, *,
-                   retry: fetch.RetryPolicy | None = None) -> list[CycleResult]:
-    """One cycle of every watch, concurrently."""
+async def run_once(settings: Settings, store: Store, *, retry: fetch.RetryPolicy | None = None,
+                   dry_run: bool = False, console: TextIO | None = None) -> list[CycleResult]:
+    """One cycle of every watch, concurrently, then send what is due."""
     async with fetch.new_session() as session:
-        app = App(settings, store, session, retry=retry)
-        return list(await asyncio.gather(*(app.cycle(w) for w in settings.watches)))
+        app = App(settings, store, session, retry=retry, console=console)
+        try:
+            results = list(await asyncio.gather(*(app.cycle(w, dry_run=dry_run)
+                                                  for w in settings.watches)))
+            if not dry_run:
+                await app.deliverer.drain()
+        finally:
+            app.close()
+        return results

@@ -138,7 +138,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = Store.open(settings.state_dir)
     try:
-        results = asyncio.run(run_once(settings, store))
+        # With --format json stdout carries only events: console:// digests go to stderr.
+        console = sys.stderr if args.format == "json" else None
+        results = asyncio.run(run_once(settings, store, console=console))
     finally:
         store.close()
     for result in results:

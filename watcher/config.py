@@ -13,11 +13,13 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from watcher import yamldoc
+from watcher.notify.templates import Template, compile_template
 from watcher.rules.load import load_rule_files
 from watcher.rules.model import Rule
 
@@ -25,6 +27,7 @@ ENV_CONFIG = "OPENROUTER_WATCHER_CONFIG"
 LOCAL_CONFIG = "openrouter-watcher.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_INTERVAL_OPENROUTER = 60.0
+FORMATS = ("text", "markdown", "html", "json")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,25 @@ class Target:
 
     name: str
     url: str = field(repr=False)
+    format: str | None = None       # text | markdown | html | json; None: by the URL's scheme
+    max_length: int | None = None   # None: by the URL's scheme
+    title: Template | None = None
+    body: Template | None = None
+    source: str = ""                # file:line, for errors at delivery time
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How hard notifications are tried before they are dead-lettered."""
+
+    max_age: float = 24 * 3600.0
+    retry_backoff: float = 30.0
+    max_backoff: float = 3600.0
+    stop_grace: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,8 @@ class Settings:
     rules: tuple[Rule, ...]
     rule_files: tuple[Path, ...] = ()
     log_level: str = "info"
+    delivery: Delivery = field(default_factory=Delivery)
+    expiring_soon_days: tuple[int, ...] = (7, 1)
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     warnings: tuple[str, ...] = ()
 
@@ -83,7 +107,8 @@ def load(path: Path) -> Settings:
     """Read and validate the config at ``path`` and every rule file it names."""
     root = yamldoc.load(path)
     keys = root.mapping(
-        allowed={"state_dir", "watches", "targets", "rules", "log_level"},
+        allowed={"state_dir", "watches", "targets", "rules", "log_level", "delivery",
+                 "expiring_soon_days"},
         required={"watches"},
     )
     base = path.parent
@@ -112,9 +137,15 @@ def load(path: Path) -> Settings:
     rules = load_rule_files(rule_files, targets=set(targets), watches=set(names))
 
     log_level = keys["log_level"].choice(LOG_LEVELS) if "log_level" in keys else "info"
+    delivery = _delivery(keys["delivery"]) if "delivery" in keys else Delivery()
+    days: tuple[int, ...] = (7, 1)
+    if "expiring_soon_days" in keys:
+        days = tuple(sorted({v.integer(minimum=0) for v in keys["expiring_soon_days"].sequence()},
+                            reverse=True))
     return Settings(
         path=path, state_dir=state_dir, watches=watches, targets=targets, rules=rules,
-        rule_files=tuple(rule_files), log_level=log_level,
+        rule_files=tuple(rule_files), log_level=log_level, delivery=delivery,
+        expiring_soon_days=days,
         secrets=frozenset(s for s in secrets if len(s) >= 4), warnings=tuple(warnings),
     )
 
@@ -156,11 +187,28 @@ def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[
                  max_body_bytes=int(max_mb * (1 << 20)))
 
 
+def _delivery(value: yamldoc.Value) -> Delivery:
+    keys = value.mapping(allowed={"max_age", "retry_backoff", "max_backoff", "stop_grace"})
+    default = Delivery()
+    return Delivery(
+        max_age=yamldoc.duration(keys["max_age"], minimum=1) if "max_age" in keys
+        else default.max_age,
+        retry_backoff=yamldoc.duration(keys["retry_backoff"], minimum=0.01)
+        if "retry_backoff" in keys else default.retry_backoff,
+        max_backoff=yamldoc.duration(keys["max_backoff"], minimum=0.01)
+        if "max_backoff" in keys else default.max_backoff,
+        stop_grace=yamldoc.duration(keys["stop_grace"]) if "stop_grace" in keys
+        else default.stop_grace,
+    )
+
+
 def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, Target]:
     targets: dict[str, Target] = {}
     for name, item in value.items():
+        extra: dict[str, Any] = {}
         if isinstance(item.node, yaml.MappingNode):
-            keys = item.mapping(allowed={"url", "url_file"})
+            keys = item.mapping(allowed={"url", "url_file", "format", "max_length", "title",
+                                         "body"})
             if ("url" in keys) == ("url_file" in keys):
                 raise item.error("give exactly one of url or url_file")
             if "url" in keys:
@@ -168,6 +216,13 @@ def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, 
             else:
                 url = _read_secret_file(keys["url_file"], base)
                 secrets.append(url)
+            if "format" in keys:
+                extra["format"] = keys["format"].choice(FORMATS)
+            if "max_length" in keys:
+                extra["max_length"] = keys["max_length"].integer(minimum=200)
+            for key in ("title", "body"):
+                if key in keys:
+                    extra[key] = compile_template(keys[key])
         else:
             url = item.string(expand_env=True, secrets=secrets)
         if "://" not in url:
@@ -176,7 +231,7 @@ def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, 
                              "or console://")
         if url.split("://", 1)[0] != "console":
             secrets.append(url)
-        targets[name] = Target(name=name, url=url)
+        targets[name] = Target(name=name, url=url, source=f"{item.path}:{item.line}", **extra)
     return targets
 
 

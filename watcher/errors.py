@@ -7,7 +7,8 @@
     ├── StateError               the state database cannot be opened, read or written
     ├── FetchError               an HTTP poll failed; ``retryable`` says whether to try again
     │   └── AuthError            401, 402 or 403: the key or the account needs a person
-    └── SnapshotError            a response is not a model list we can trust
+    ├── SnapshotError            a response is not a model list we can trust
+    └── DeliveryError            a notification target did not accept a message
 
 Third-party errors (aiohttp, sqlite3, yaml) are translated where they happen, so that
 nothing above ``fetch``/``store``/``config`` ever sees them, and so that their messages
@@ -49,3 +50,7 @@ class AuthError(FetchError):
 
 class SnapshotError(WatcherError):
     """A response body is not a model list we can trust (not JSON, wrong shape, ...)."""
+
+
+class DeliveryError(WatcherError):
+    """A target did not accept a message; the reason carries no secret."""

@@ -13,6 +13,7 @@ Every event is a flat JSON object with the same keys everywhere (``once --format
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -104,3 +105,36 @@ def summary(item: dict[str, Any]) -> dict[str, Any]:
         "pricing": {k: v for k, v in (pricing or {}).items() if k in ("prompt", "completion")},
         "expiration_date": item.get("expiration_date"),
     }
+
+
+def expiring_soon(snap: Snapshot, *, watch: str, today: date, days: Iterable[int],
+                  sent: set[tuple[str, str, int]], detected_at: str
+                  ) -> list[tuple[Event, tuple[str, str, int]]]:
+    """Reminders for models whose ``expiration_date`` is ``days`` or fewer days away.
+
+    Each (model, date, threshold) is reminded once: with thresholds 7 and 1, a model is
+    reminded when it comes within 7 days and again within 1 day.  Returns each event
+    with the reminder key to record.
+    """
+    thresholds = sorted(set(days))
+    out: list[tuple[Event, tuple[str, str, int]]] = []
+    for model_id, item in snap.models.items():
+        when = item.get("expiration_date")
+        if not isinstance(when, str):
+            continue
+        try:
+            left = (date.fromisoformat(when[:10]) - today).days
+        except ValueError:
+            continue
+        due = [d for d in thresholds if left <= d]
+        if left < 0 or not due:
+            continue
+        key = (model_id, when, due[0])
+        if key in sent:
+            continue
+        event = make_event(watch=watch, type="expiring_soon", model=model_id,
+                           name=item.get("name"), field="expiration_date", new=when,
+                           detected_at=detected_at, days_left=left)
+        out.append((event, key))
+    out.sort(key=lambda pair: pair[0]["model"])
+    return out

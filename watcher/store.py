@@ -10,6 +10,7 @@ A database that cannot be opened or fails its integrity check raises
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import zlib
 from collections.abc import Iterator, Sequence
@@ -59,7 +60,62 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(detected_at);
 CREATE INDEX IF NOT EXISTS events_model ON events(model);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    check_id     INTEGER NOT NULL REFERENCES checks(id),
+    event_id     INTEGER NOT NULL REFERENCES events(id),
+    target       TEXT NOT NULL,
+    rule         TEXT NOT NULL,
+    grp          TEXT NOT NULL DEFAULT '',   -- rows of one (check, target, grp) make one message
+    state        TEXT NOT NULL,              -- pending | sent | dead | cancelled
+    created_at   REAL NOT NULL,
+    due_at       REAL NOT NULL,              -- not before: settle window, then retry backoff
+    settle_until REAL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    first_failed_at REAL,
+    last_error   TEXT,
+    done_at      REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, due_at);
+CREATE TABLE IF NOT EXISTS reminders (
+    watch           TEXT NOT NULL,
+    model           TEXT NOT NULL,
+    expiration_date TEXT NOT NULL,
+    days            INTEGER NOT NULL,
+    PRIMARY KEY (watch, model, expiration_date, days)
+) WITHOUT ROWID;
 """
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An event selected by a rule for a target: one outbox row."""
+
+    event: int            # index into the cycle's events
+    rule: str
+    target: str
+    group: str = ""       # rules with their own templates get messages of their own
+    settle: float | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Due outbox rows that make one message: one check, one target, one group."""
+
+    target: str
+    group: str
+    check_id: int
+    rows: tuple[int, ...]
+    events: tuple[Event, ...]
+    rules: tuple[str, ...]
+    created_at: float
+    attempts: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt at this message, so receivers can drop repeats."""
+        ids = ",".join(str(r) for r in sorted(self.rows))
+        return hashlib.sha256(f"{self.target}|{ids}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -145,19 +201,25 @@ class Store:
         with self.transaction() as tx:
             return _insert_check(tx, watch, at, outcome, 0, error)
 
-    def commit_cycle(self, watch: str, at: str, snap: snapshot.Snapshot, outcome: str,
-                     events: Sequence[Event]) -> tuple[int, list[int]]:
-        """Store a new snapshot, its check and its events in one transaction.
+    def commit_cycle(self, watch: str, at: str, snap: snapshot.Snapshot | None, outcome: str,
+                     events: Sequence[Event], alerts: Sequence[Alert] = (), *,
+                     now: float = 0.0, reminders: Sequence[tuple[str, str, int]] = ()
+                     ) -> tuple[int, list[int]]:
+        """Store what one cycle learned in one transaction: the new snapshot (if any), the
+        check, its events, one outbox row per alert, and the reminders it sent.
 
+        An alert of a rule with ``settle`` that reverts a change still settling cancels
+        both: a price that flaps back within the window sends nothing.
         Returns the check id and the event ids, in the order of ``events``.
         """
-        digest = snap.digest
         with self.transaction() as tx:
-            if tx.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
-                tx.execute("INSERT INTO blobs (digest, data) VALUES (?, ?)",
-                           (digest, zlib.compress(snap.encode(), 6)))
-            tx.execute("INSERT INTO snapshots (watch, digest, taken_at, models) VALUES (?,?,?,?)",
-                       (watch, digest, at, len(snap.models)))
+            if snap is not None:
+                digest = snap.digest
+                if tx.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
+                    tx.execute("INSERT INTO blobs (digest, data) VALUES (?, ?)",
+                               (digest, zlib.compress(snap.encode(), 6)))
+                tx.execute("INSERT INTO snapshots (watch, digest, taken_at, models) "
+                           "VALUES (?,?,?,?)", (watch, digest, at, len(snap.models)))
             check_id = _insert_check(tx, watch, at, outcome, len(events), None)
             ids = [
                 _lastrowid(tx.execute(
@@ -167,7 +229,92 @@ class Store:
                      orjson.dumps(e).decode())))
                 for e in events
             ]
+            for alert in alerts:
+                event = events[alert.event]
+                state = "pending"
+                if alert.settle and _cancel_reverted(tx, alert, event, now):
+                    state = "cancelled"
+                settle_until = now + alert.settle if alert.settle else None
+                tx.execute(
+                    "INSERT INTO outbox (check_id, event_id, target, rule, grp, state, created_at, "
+                    "due_at, settle_until, done_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (check_id, ids[alert.event], alert.target, alert.rule, alert.group, state, now,
+                     settle_until or now, settle_until, now if state == "cancelled" else None))
+            tx.executemany("INSERT OR IGNORE INTO reminders (watch, model, expiration_date, days) "
+                           "VALUES (?,?,?,?)", [(watch, m, d, n) for m, d, n in reminders])
         return check_id, ids
+
+    def sent_reminders(self, watch: str) -> set[tuple[str, str, int]]:
+        """(model, expiration_date, days) of every reminder already recorded for ``watch``."""
+        rows = self._conn.execute(
+            "SELECT model, expiration_date, days FROM reminders WHERE watch = ?", (watch,))
+        return {(r[0], r[1], r[2]) for r in rows}
+
+    # The outbox.
+
+    def due_groups(self, now: float) -> list[Group]:
+        """Pending rows whose time has come, as one group per message."""
+        rows = self._conn.execute(
+            "SELECT o.id, o.check_id, o.target, o.grp, o.rule, o.created_at, o.attempts, e.body "
+            "FROM outbox o JOIN events e ON e.id = o.event_id "
+            "WHERE o.state = 'pending' AND o.due_at <= ? ORDER BY o.id", (now,)).fetchall()
+        groups: dict[tuple[str, int, str], list[Any]] = {}
+        for row in rows:
+            groups.setdefault((row[2], row[1], row[3]), []).append(row)
+        return [
+            Group(target=target, group=grp, check_id=check_id,
+                  rows=tuple(r[0] for r in members),
+                  events=tuple(orjson.loads(r[7]) for r in members),
+                  rules=tuple(dict.fromkeys(r[4] for r in members)),
+                  created_at=min(r[5] for r in members),
+                  attempts=max(r[6] for r in members))
+            for (target, check_id, grp), members in groups.items()
+        ]
+
+    def next_due(self) -> float | None:
+        row = self._conn.execute(
+            "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def mark_sent(self, rows: Sequence[int], now: float) -> None:
+        self._set_state(rows, "UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL "
+                              "WHERE id = ? AND state = 'pending'", now)
+
+    def mark_retry(self, rows: Sequence[int], now: float, due_at: float, error: str) -> None:
+        with self.transaction() as tx:
+            tx.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, due_at = ?, last_error = ?, "
+                "first_failed_at = COALESCE(first_failed_at, ?) WHERE id = ? AND state = 'pending'",
+                [(due_at, error, now, r) for r in rows])
+
+    def mark_dead(self, rows: Sequence[int], now: float, error: str) -> None:
+        with self.transaction() as tx:
+            tx.executemany(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1, done_at = ?, "
+                "last_error = ?, first_failed_at = COALESCE(first_failed_at, ?) "
+                "WHERE id = ? AND state = 'pending'", [(now, error, now, r) for r in rows])
+
+    def _set_state(self, rows: Sequence[int], sql: str, now: float) -> None:
+        with self.transaction() as tx:
+            tx.executemany(sql, [(now, r) for r in rows])
+
+    def outbox_status(self) -> dict[str, dict[str, Any]]:
+        """Per target: sent, pending, dead, cancelled counts, failing since, last error."""
+        out: dict[str, dict[str, Any]] = {}
+        for target, state, count in self._conn.execute(
+                "SELECT target, state, COUNT(*) FROM outbox GROUP BY target, state"):
+            entry = out.setdefault(target, {"sent": 0, "pending": 0, "dead": 0, "cancelled": 0,
+                                            "failing_since": None, "last_error": None})
+            entry[state] = count
+        for target, since, error in self._conn.execute(
+                "SELECT target, MIN(first_failed_at), "
+                "(SELECT last_error FROM outbox i WHERE i.target = o.target AND i.state = 'pending' "
+                " AND i.last_error IS NOT NULL ORDER BY i.id DESC LIMIT 1) "
+                "FROM outbox o WHERE state = 'pending' AND first_failed_at IS NOT NULL "
+                "GROUP BY target"):
+            out[target]["failing_since"] = since
+            out[target]["last_error"] = error
+        return out
 
     def events(self, query: EventQuery = EventQuery()) -> list[Event]:
         """Stored events matching ``query``, oldest first."""
@@ -202,6 +349,26 @@ class Store:
             "SELECT watch, at, outcome, events, error FROM checks WHERE id IN "
             "(SELECT MAX(id) FROM checks GROUP BY watch)").fetchall()
         return {r[0]: {"at": r[1], "outcome": r[2], "events": r[3], "error": r[4]} for r in rows}
+
+
+def _cancel_reverted(tx: sqlite3.Connection, alert: Alert, event: Event, now: float) -> bool:
+    """Cancel a settling alert that ``event`` reverts; True when one was cancelled."""
+    if event.get("field") is None:
+        return False
+    rows = tx.execute(
+        "SELECT o.id, e.body FROM outbox o JOIN events e ON e.id = o.event_id "
+        "WHERE o.state = 'pending' AND o.settle_until > ? AND o.target = ? AND o.rule = ? "
+        "AND e.model = ? ORDER BY o.id DESC", (now, alert.target, alert.rule, event["model"]))
+    for row_id, body in rows.fetchall():
+        earlier = orjson.loads(body)
+        if (earlier.get("watch"), earlier.get("field")) != (event["watch"], event["field"]):
+            continue
+        if earlier.get("old") == event.get("new") and earlier.get("new") == event.get("old"):
+            tx.execute("UPDATE outbox SET state = 'cancelled', done_at = ? WHERE id = ?",
+                       (now, row_id))
+            return True
+        return False  # the newest settling change of this field is not reverted by this one
+    return False
 
 
 def _insert_check(tx: sqlite3.Connection, watch: str, at: str, outcome: str, events: int,

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from watcher import yamldoc
 from watcher.events import EVENT_TYPES
+from watcher.notify.templates import compile_template
 from watcher.rules.model import Rule
 
 RULE_KEYS = {"name", "on", "models", "exclude_models", "fields", "watches",
-             "min_change_pct", "direction", "notify"}
+             "min_change_pct", "direction", "notify", "settle", "title", "body"}
 _GLOB_CHARS = re.compile(r"^[\w.\-/:*?\[\]!@+]+$")
 
 
@@ -69,6 +70,9 @@ def _rule(value: yamldoc.Value, targets: set[str], watches: set[str]) -> Rule:
         watches=tuple(rule_watches),
         min_change_pct=min_pct,
         direction=keys["direction"].choice(("up", "down", "any")) if "direction" in keys else "any",
+        settle=yamldoc.duration(keys["settle"], minimum=1) if "settle" in keys else None,
+        title=compile_template(keys["title"]) if "title" in keys else None,
+        body=compile_template(keys["body"]) if "body" in keys else None,
         source=f"{value.path}:{value.line}",
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from watcher.notify.templates import Template
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -18,4 +20,7 @@ class Rule:
     watches: tuple[str, ...] = ()
     min_change_pct: float | None = None
     direction: str = "any"
+    settle: float | None = None  # seconds a change must hold before it is sent
+    title: Template | None = None
+    body: Template | None = None
     source: str = ""

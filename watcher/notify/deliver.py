@@ -1,0 +1,203 @@
+"""Deliver the outbox: one message per (cycle, target), retried until it is sent or too old.
+
+Every target drains in its own task, so a dead or slow target neither blocks nor
+duplicates the others.  A row is marked sent only after its target accepted the message;
+a crash in between resends that one message on restart (with the same idempotency key).
+Apprise is synchronous: it runs in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import apprise
+
+from watcher import log
+from watcher.config import Settings, Target
+from watcher.errors import DeliveryError, WatcherError
+from watcher.notify.render import Message, compose
+from watcher.notify.templates import TemplateRefused
+from watcher.store import Group, Store
+
+APPRISE_FORMATS = {"text": apprise.NotifyFormat.TEXT, "markdown": apprise.NotifyFormat.MARKDOWN,
+                   "html": apprise.NotifyFormat.HTML, "json": apprise.NotifyFormat.TEXT}
+HEADER_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+
+
+class Sender(Protocol):
+    async def send(self, message: Message) -> None: ...
+
+
+class ConsoleSender:
+    """``console://``: the message on stdout (stderr when stdout carries JSON)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    async def send(self, message: Message) -> None:
+        out = self.stream or sys.stdout
+        out.write(f"\n=== {message.title} ===\n{message.body}\n")
+        out.flush()
+
+
+class AppriseSender:
+    """Any Apprise URL, sent from a worker thread."""
+
+    def __init__(self, target: Target, executor: ThreadPoolExecutor) -> None:
+        self.target = target
+        self.executor = executor
+
+    async def send(self, message: Message) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self._send, message)
+
+    def _send(self, message: Message) -> None:
+        sender = apprise.Apprise()
+        if not sender.add(with_idempotency_key(self.target, message.key)):
+            raise DeliveryError(f"target {self.target.name!r} ({self.target.source}) is not a "
+                                 "URL Apprise can send to")
+        with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+            ok = sender.notify(body=message.body, title=message.title,
+                               body_format=APPRISE_FORMATS[message.format])
+        if not ok:
+            detail = " ".join(captured.getvalue().split())[-300:] or "the target refused it"
+            raise DeliveryError(log.redactor.text(detail))
+
+
+def with_idempotency_key(target: Target, key: str) -> str:
+    """Webhook URLs get the key as an ``Idempotency-Key`` header and a payload field."""
+    if target.scheme not in HEADER_SCHEMES:
+        return target.url
+    parts = urlsplit(target.url)
+    extra = f"+Idempotency-Key={key}&:idempotency_key={key}"
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit(parts._replace(query=query))
+
+
+def privacy_url(url: str) -> str:
+    """How a target URL may appear in logs and output: Apprise's privacy form."""
+    if url.startswith("console://"):
+        return url
+    plugin = apprise.Apprise.instantiate(url)
+    if not plugin:
+        return url.split("://", 1)[0] + "://***"
+    return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+
+
+def build_senders(settings: Settings, executor: ThreadPoolExecutor, *,
+                  console: TextIO | None = None) -> dict[str, Sender]:
+    senders: dict[str, Sender] = {}
+    for name, target in settings.targets.items():
+        senders[name] = (ConsoleSender(console) if target.scheme == "console"
+                         else AppriseSender(target, executor))
+    return senders
+
+
+class Deliverer:
+    """Drains the outbox, one task per target."""
+
+    def __init__(self, settings: Settings, store: Store, senders: Mapping[str, Sender], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.senders = senders
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.log = log.get()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._failing: set[str] = set()
+        self.last_pass = 0.0
+
+    def start_due(self) -> None:
+        """Start a drain task for every target with due messages and none running."""
+        self.last_pass = self.clock()
+        targets = {g.target for g in self.store.due_groups(self.clock())}
+        for target in targets:
+            task = self._inflight.get(target)
+            if task is None or task.done():
+                self._inflight[target] = asyncio.create_task(self._drain_target(target),
+                                                             name=f"deliver:{target}")
+
+    async def drain(self) -> None:
+        """Send everything due now and wait for it (``once`` and tests)."""
+        self.start_due()
+        await self.wait_inflight()
+
+    async def wait_inflight(self) -> None:
+        tasks = [t for t in self._inflight.values() if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain whenever something is due or a cycle wakes us, until ``stop``."""
+        while not stop.is_set():
+            try:
+                self.start_due()
+            except WatcherError as exc:
+                self.log.error("notify.outbox_unreadable", reason=str(exc))  # noqa: TRY400
+            next_due = self.store.next_due()
+            delay = 60.0 if next_due is None else min(60.0, max(0.05, next_due - self.clock()))
+            waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            self.wake.clear()
+
+    async def _drain_target(self, target: str) -> None:
+        for group in self.store.due_groups(self.clock()):
+            if group.target == target:
+                await self._send_group(group)
+
+    async def _send_group(self, group: Group) -> None:
+        sender = self.senders.get(group.target)
+        target = self.settings.targets.get(group.target)
+        now = self.clock()
+        if sender is None or target is None:
+            self.store.mark_dead(group.rows, now, f"target {group.target!r} is no longer configured")
+            self.log.error("notify.dead_lettered", target=group.target, rows=len(group.rows),
+                           reason="target no longer configured")
+            return
+        rule = next((r for r in self.settings.rules if r.name == group.group), None)
+        try:
+            message = compose(target, list(group.events), key=group.idempotency_key,
+                              today=datetime.fromtimestamp(now, UTC).date(), rule=rule)
+            await sender.send(message)
+        except (DeliveryError, TemplateRefused) as exc:
+            self._failed(group, str(exc))
+            return
+        except Exception as exc:  # a plugin bug must not kill the delivery loop
+            self._failed(group, log.redactor.text(f"{type(exc).__name__}: {exc}"))
+            return
+        self.store.mark_sent(group.rows, self.clock())
+        if group.target in self._failing:
+            self._failing.discard(group.target)
+            self.log.info("notify.recovered", target=group.target)
+        self.log.info("notify.sent", target=group.target, alerts=len(group.rows),
+                      attempts=group.attempts + 1, key=group.idempotency_key)
+
+    def _failed(self, group: Group, reason: str) -> None:
+        now = self.clock()
+        policy = self.settings.delivery
+        if now - group.created_at >= policy.max_age:
+            self.store.mark_dead(group.rows, now, reason)
+            self.log.error("notify.dead_lettered", target=group.target, alerts=len(group.rows),
+                           attempts=group.attempts + 1, reason=reason)
+            return
+        cap = min(policy.max_backoff, policy.retry_backoff * 2 ** group.attempts)
+        due = now + random.uniform(cap / 2, cap)
+        self.store.mark_retry(group.rows, now, due, reason)
+        if group.target not in self._failing:
+            self._failing.add(group.target)
+            self.log.warning("notify.failing", target=group.target, reason=reason)
+        else:
+            self.log.debug("notify.retry_scheduled", target=group.target, reason=reason,
+                           attempts=group.attempts + 1, in_seconds=round(due - now, 1))
