@@ -42,3 +42,25 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("default", deadline=None)
 _hypothesis_settings.load_profile("default")
+
+
+@pytest.fixture
+def webhook():
+    from tests.sinks import WebhookSink
+
+    sink = WebhookSink().start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+def smtp():
+    from tests.sinks import SMTPServer
+
+    server = SMTPServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

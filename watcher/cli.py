@@ -13,6 +13,7 @@ import gzip
 import signal
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from watcher import __version__, config, demo, log, snapshot, yamldoc
 from watcher.app import App, CycleResult, iso, run_once
 from watcher.diff import diff
 from watcher.errors import ConfigError, SnapshotError, WatcherError
-from watcher.events import EVENT_TYPES, Event, events_from_changes
+from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
 from watcher.fetch import new_session
-from watcher.notify.render import line
+from watcher.notify.deliver import build_senders, privacy_url
+from watcher.notify.render import compose, line
 from watcher.rules.match import route
 from watcher.store import EventQuery, Store
 
@@ -60,9 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     sub.add_parser("run", parents=[common], help="poll every watch until stopped (the daemon)",
                    description="Poll every watch at its interval until SIGTERM or SIGINT.")
-    sub.add_parser("once", parents=[common, fmt], help="one cycle of every watch, then exit",
-                   description="Poll every watch once, record and print what changed. "
-                               "Exit 0 when every watch was checked, 1 when one failed.")
+    once = sub.add_parser("once", parents=[common, fmt], help="one cycle of every watch, then exit",
+                          description="Poll every watch once, record and print what changed, "
+                                      "and send the notifications that are due. Exit 0 when "
+                                      "every watch was checked, 1 when one failed. With "
+                                      "--format json, stdout has one event per line and "
+                                      "console:// digests go to stderr.")
+    once.add_argument("--dry-run", action="store_true",
+                      help="show the events, the rules that matched and the exact message each "
+                           "target would get; send nothing and change no state")
     sub.add_parser("check", parents=[common], help="validate the config and rule files",
                    description="Load the config and every rule file; exit 0 or 2.")
     hist = sub.add_parser("history", parents=[common, fmt], help="stored events, newest last",
@@ -80,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("new", type=Path)
     dif.add_argument("--rules", action="store_true",
                      help="also show which rule sends each event where (needs a config)")
+    notify = sub.add_parser("test-notify", parents=[common],
+                            help="send a test message to targets and report each",
+                            description="Send a test message to each named target (default: "
+                                        "all) right now, outside the outbox. Exit 1 naming each "
+                                        "target that failed.")
+    notify.add_argument("targets", nargs="*", metavar="TARGET")
+    sub.add_parser("status", parents=[common, fmt], help="watches and notification targets",
+                   description="From the state database: each watch's last check, and per "
+                               "target how many notifications were sent, are pending or "
+                               "dead-lettered, and since when it is failing.")
     sub.add_parser("demo", parents=[common],
                    help="replay bundled real snapshots offline through the real pipeline",
                    description="Start a loopback server that replays four real responses "
@@ -140,14 +158,43 @@ def cmd_once(args: argparse.Namespace) -> int:
     try:
         # With --format json stdout carries only events: console:// digests go to stderr.
         console = sys.stderr if args.format == "json" else None
-        results = asyncio.run(run_once(settings, store, console=console))
+        results = asyncio.run(run_once(settings, store, console=console, dry_run=args.dry_run))
+        if args.dry_run:
+            _print_dry_run(settings, results, args.format)
+            return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+        pending = {t: s["pending"] for t, s in store.outbox_status().items() if s["pending"]}
     finally:
         store.close()
     for result in results:
         _print_events(result.events, args.format)
         if args.format == "text":
             print(_summary(result))
+    for target, count in sorted(pending.items()):
+        print(f"openrouter-watcher: {count} notifications for {target!r} are pending (failed or "
+              "settling); `status` shows why", file=sys.stderr)
     return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+
+
+def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: str) -> None:
+    today = datetime.now(UTC).date()
+    for result in results:
+        if fmt == "json":
+            for index, event in enumerate(result.events):
+                routes = [{"rule": a.rule, "target": a.target} for a in result.alerts
+                          if a.event == index]
+                sys.stdout.write(orjson.dumps({**event, "routes": routes}).decode() + "\n")
+            continue
+        print(f"{_summary(result)} (dry run: nothing recorded, nothing sent)")
+        by_key: dict[tuple[str, str], list[Event]] = {}
+        for alert in result.alerts:
+            by_key.setdefault((alert.target, alert.group), []).append(result.events[alert.event])
+            print(f"  rule {alert.rule!r} -> {alert.target}: {line(result.events[alert.event])}")
+        for (target, group), events in by_key.items():
+            rule = next((r for r in settings.rules if r.name == group), None)
+            message = compose(settings.targets[target], events, key="dry-run", today=today,
+                              rule=rule)
+            print(f"\n--- {target} would get ({message.format}) ---\n{message.title}\n\n"
+                  f"{message.body}")
 
 
 def _summary(result: CycleResult) -> str:
@@ -158,6 +205,72 @@ def _summary(result: CycleResult) -> str:
     if result.outcome == "unchanged":
         return f"{result.watch}: no change ({result.models} models)"
     return f"{result.watch}: {len(result.events)} events ({result.models} models)"
+
+
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = args.targets or sorted(settings.targets)
+    unknown = [n for n in names if n not in settings.targets]
+    if unknown:
+        raise ConfigError(f"unknown target(s): {', '.join(unknown)} (configured: "
+                          f"{', '.join(sorted(settings.targets)) or 'none'})")
+    failures = asyncio.run(_test_notify(settings, names))
+    for name in names:
+        where = privacy_url(settings.targets[name].url)
+        if name in failures:
+            print(f"{name}: FAILED ({where}): {failures[name]}")
+        else:
+            print(f"{name}: delivered ({where})")
+    if failures:
+        print(f"openrouter-watcher: test message failed for: {', '.join(sorted(failures))}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str, str]:
+    now = datetime.now(UTC)
+    sample = make_event(watch="test", type="price_changed", model="openrouter-watcher/test",
+                        name="openrouter-watcher test message", field="pricing.prompt",
+                        old="0.0000004", new="0.00000016", change_pct=-60.0,
+                        detected_at=iso(now))
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        senders = build_senders(settings, executor)
+        results = await asyncio.gather(
+            *(senders[n].send(compose(settings.targets[n], [sample], today=now.date(),
+                                      key=f"test-{now.timestamp():.0f}-{n}"))
+              for n in names), return_exceptions=True)
+    return {n: log.redactor.text(str(r)) for n, r in zip(names, results, strict=True)
+            if isinstance(r, BaseException)}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = Store.open(settings.state_dir)
+    try:
+        checks, targets = store.last_checks(), store.outbox_status()
+    finally:
+        store.close()
+    if args.format == "json":
+        print(orjson.dumps({"watches": checks, "targets": targets}).decode())
+        return EXIT_OK
+    for watch in settings.watches:
+        check = checks.get(watch.name)
+        if check is None:
+            print(f"watch {watch.name}: never checked")
+        else:
+            error = f": {log.redactor.text(check['error'])}" if check["error"] else ""
+            print(f"watch {watch.name}: last check {check['at']} {check['outcome']}{error}")
+    for name in sorted(set(settings.targets) | set(targets)):
+        entry = targets.get(name, {"sent": 0, "pending": 0, "dead": 0, "failing_since": None,
+                                   "last_error": None})
+        text = (f"target {name}: {entry['sent']} sent, {entry['pending']} pending, "
+                f"{entry['dead']} dead-lettered")
+        if entry["failing_since"]:
+            since = iso(datetime.fromtimestamp(entry["failing_since"], UTC))
+            text += f"; failing since {since}: {log.redactor.text(entry['last_error'] or '')}"
+        print(text)
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -272,5 +385,5 @@ def _print_demo_routes(settings: config.Settings, events: list[Event]) -> None:
 
 COMMANDS = {
     "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
-    "diff": cmd_diff, "demo": cmd_demo,
+    "diff": cmd_diff, "demo": cmd_demo, "test-notify": cmd_test_notify, "status": cmd_status,
 }
