@@ -45,6 +45,7 @@ class WebhookSink:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._closing = False
 
     def url(self, scheme: str = "json", path: str = "hook") -> str:
         return f"{scheme}://127.0.0.1:{self.port}/{path}"
@@ -57,7 +58,9 @@ class WebhookSink:
         payload = await request.json()
         if self.stall:
             self.requests.append(Received(dict(request.headers), payload, 0))
-            await asyncio.sleep(3600)
+            while not self._closing:  # hang until the sink stops
+                await asyncio.sleep(0.05)
+            return web.Response(status=503)
         status = self.fail_status if len(self.requests) < self.fail_first else 200
         self.requests.append(Received(dict(request.headers), payload, status))
         return web.Response(status=status, text="ok" if status == 200 else "nope")
@@ -75,6 +78,7 @@ class WebhookSink:
         return self
 
     def stop(self) -> None:
+        self._closing = True
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -151,7 +151,9 @@ def test_demo_runs_offline_and_shows_real_changes() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "baseline recorded (340 models)" in proc.stdout
     assert "Mistral: Devstral 2 2512 (free) (mistralai/devstral-2512:free): expires 2026-01-27" in proc.stdout
-    assert "the default rules send" in proc.stdout
+    assert "=== OpenRouter models: 1 expiring ===" in proc.stdout  # the console digest, delivered
+    assert "(7 days left)" in proc.stdout  # the clock reads each snapshot's own time
+    assert "11 of them match the default rules" in proc.stdout
 
 
 def test_version_and_help() -> None:

@@ -345,7 +345,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(_args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
+    log.configure(args.log_level or "warning")  # the demo's output is the point, not its logs
     return asyncio.run(_demo())
 
 
@@ -357,30 +358,27 @@ async def _demo() -> int:
             print(f"Replaying {len(snapshots)} real /api/v1/models responses from {url}\n")
             store = Store.open(settings.state_dir)
             try:
+                # The clock reads each snapshot's own time, so dates and reminders are as
+                # they were then.
+                now = {"at": datetime.now(UTC)}
                 async with new_session() as session:
-                    app = App(settings, store, session)
+                    app = App(settings, store, session, clock=lambda: now["at"])
                     for step, (name, _) in enumerate(snapshots, start=1):
+                        now["at"] = demo.taken_at(name)
                         result = await app.cycle(settings.watches[0])
                         print(f"== poll {step}: {name.removesuffix('.json.gz')} ==")
                         print(_summary(result))
-                        _print_demo_routes(settings, result.events)
+                        if result.events:
+                            print(f"{len(result.alerts)} of them match the default rules; "
+                                  "the console target gets:")
+                        await app.deliverer.drain()
                         print()
+                    app.close()
             finally:
                 store.close()
     print("That was the real pipeline against a local replay server. Next: "
           "`openrouter-watcher once` polls openrouter.ai itself.")
     return EXIT_OK
-
-
-def _print_demo_routes(settings: config.Settings, events: list[Event]) -> None:
-    by_target: dict[str, list[str]] = {}
-    for event in events:
-        for rule, target in route(settings.rules, event):
-            by_target.setdefault(target, []).append(f"[{rule.name}] {event['type']}: {line(event)}")
-    for target, lines in by_target.items():
-        print(f"-- the default rules send {len(lines)} of {len(events)} events to {target}:")
-        for text in lines:
-            print(f"   {text}")
 
 
 COMMANDS = {

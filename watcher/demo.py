@@ -12,6 +12,7 @@ import gzip
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from aiohttp import web
 
 from watcher.config import Settings, Target, Watch, packaged_config
 from watcher.rules.load import load_rule_files
+
+
+def taken_at(name: str) -> datetime:
+    """When a bundled snapshot was taken, from its name (``NNN_YYYYMMDDTHHMM.json.gz``)."""
+    return datetime.strptime(name.split("_", 1)[1][:13], "%Y%m%dT%H%M").replace(tzinfo=UTC)
 
 
 def bundled_snapshots() -> list[tuple[str, bytes]]:

@@ -81,7 +81,7 @@ def describe(event: Event, today: date | None = None) -> str:
     if kind in ("expiration_set", "expiration_changed", "expiring_soon"):
         when = new
         left = days_left(when, today) if (today and isinstance(when, str)) else None
-        suffix = f" ({left} days left)" if left is not None else ""
+        suffix = "" if left is None else f" ({_days_phrase(left)})"
         if kind == "expiration_changed":
             return f"expiration moved {old} -> {when}{suffix}"
         if kind == "expiring_soon":
@@ -96,6 +96,16 @@ def describe(event: Event, today: date | None = None) -> str:
         parts = [f"+{v}" for v in event.get("added", [])] + [f"-{v}" for v in event.get("removed", [])]
         return f"{field}: {', '.join(parts)}"
     return f"{field}: {_short(old)} -> {_short(new)}"
+
+
+def _days_phrase(left: int) -> str:
+    if left > 1:
+        return f"{left} days left"
+    if left == 1:
+        return "1 day left"
+    if left == 0:
+        return "today"
+    return f"passed {-left} days ago"
 
 
 def line(event: Event, today: date | None = None) -> str:
@@ -166,7 +176,8 @@ def _sections(events: list[Event], today: date | None) -> list[tuple[str, list[s
                 heads[event["model"]] = (f"{name} ({event['model']})"
                                          if name and name != event["model"] else event["model"])
         if per_model:
-            lines = [f"{heads[m]}: {'; '.join(d)}" for m, d in per_model.items()]
+            # dict.fromkeys: "expiration set" and its reminder read the same; say it once.
+            lines = [f"{heads[m]}: {'; '.join(dict.fromkeys(d))}" for m, d in per_model.items()]
             noun = one if len(lines) == 1 else many
             if title == "Expiring":
                 noun = "expiring" if all(
