@@ -14,9 +14,10 @@ from tests.sinks import SMTPServer, WebhookSink, mail_text
 from tests.test_cli import cli
 from watcher import config, fetch
 from watcher.app import App
+from watcher.config import RetryPolicy
 from watcher.store import Store
 
-FAST = fetch.RetryPolicy(attempts=1)
+FAST = RetryPolicy(attempts=1)
 
 
 class Clock:

@@ -25,11 +25,13 @@ from typing import TextIO
 import aiohttp
 
 from watcher import fetch, log, snapshot
-from watcher.config import Settings, Watch
+from watcher.config import RetryPolicy, Settings, Watch
+from watcher.config import load as load_config
 from watcher.diff import diff
-from watcher.errors import FetchError, SnapshotError, StateError
+from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
 from watcher.events import Event, events_from_changes, expiring_soon
-from watcher.notify.deliver import Deliverer, Sender, build_senders
+from watcher.guard import Hold, suspicion
+from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
 from watcher.rules.match import route
 from watcher.store import Alert, Store
 
@@ -60,19 +62,23 @@ class App:
     """The daemon's state shared by every watch task."""
 
     def __init__(self, settings: Settings, store: Store, session: aiohttp.ClientSession, *,
-                 clock: Clock = utcnow, retry: fetch.RetryPolicy | None = None,
+                 clock: Clock = utcnow, retry: RetryPolicy | None = None,
                  senders: Mapping[str, Sender] | None = None,
                  console: TextIO | None = None) -> None:
         self.settings = settings
         self.store = store
         self.session = session
         self.clock = clock
-        self.retry = retry or fetch.RetryPolicy()
+        self.retry = retry  # None: each watch's own policy
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
+        self._console = console
+        self._polls: dict[str, asyncio.Task[None]] = {}
         if senders is None:
             senders = build_senders(settings, self._executor, console=console)
         self.deliverer = Deliverer(settings, store, senders, clock=lambda: self.clock().timestamp())
+        self.operator = OperatorNotices(settings, senders, clock=lambda: self.clock().timestamp())
         self._baselines: dict[str, snapshot.Snapshot | None] = {}
+        self._holds: dict[str, Hold] = {}
         self._failing: dict[str, str] = {}
         self.fatal: StateError | None = None
         self.log = log.get()
@@ -96,10 +102,34 @@ class App:
         except (FetchError, SnapshotError) as exc:
             if not dry_run:
                 self.store.record_check(watch.name, at, "failed", str(exc))
+                if isinstance(exc, AuthError):
+                    self.operator.problem(watch.name, "auth", f"{exc}. No change is detected "
+                                          "until this is fixed.")
             self._note_failure(watch.name, str(exc))
             return CycleResult(watch.name, "failed", error=str(exc))
         self._note_success(watch.name)
+        if not dry_run:
+            self.operator.resolved(watch.name, "auth", "the API key and account work again")
         models = len(current.models)
+
+        reason = suspicion(baseline, current, watch.max_removed_pct)
+        if reason is not None:
+            hold = self._holds.get(watch.name, Hold(current.digest, 0, reason))
+            hold = hold.again(current.digest, reason)
+            if hold.seen < watch.confirm_polls:
+                if not dry_run:
+                    self._holds[watch.name] = hold
+                    self.store.record_check(watch.name, at, "held", reason)
+                    self.log.warning("guard.held", watch=watch.name, reason=reason,
+                                     seen=hold.seen, confirm_polls=watch.confirm_polls)
+                    self.operator.problem(
+                        watch.name, "held",
+                        f"held a suspect response: {reason}. It becomes the baseline only if "
+                        f"the same list is seen {watch.confirm_polls} times in a row.")
+                return CycleResult(watch.name, "held", error=reason, models=models)
+            self.log.warning("guard.confirmed", watch=watch.name, reason=reason, seen=hold.seen)
+        if not dry_run and self._holds.pop(watch.name, None) is not None:
+            self.operator.resolved(watch.name, "held", "the model list is trusted again")
 
         if baseline is None:
             if not dry_run:
@@ -154,29 +184,68 @@ class App:
         if self._failing.pop(watch, None) is not None:
             self.log.info("watch.recovered", watch=watch)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll every watch until ``stop`` is set."""
-        tasks = [asyncio.create_task(self._poll(w, stop), name=f"watch:{w.name}")
-                 for w in self.settings.watches]
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        """Poll every watch until ``stop`` is set; reload the config whenever ``reload`` is."""
+        reload = reload or asyncio.Event()
+        for watch in self.settings.watches:
+            self._start_poll(watch, stop)
         delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
-        self.log.info("daemon.started", watches=len(tasks), targets=len(self.settings.targets))
+        self.log.info("daemon.started", watches=len(self._polls),
+                      targets=len(self.settings.targets))
         try:
-            await stop.wait()
+            while not stop.is_set():
+                await _first_of(stop, reload)
+                if reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    self.reload(stop)
         finally:
-            for task in tasks:
+            polls = list(self._polls.values())
+            for task in polls:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*polls, return_exceptions=True)
             await self._finish_sends()
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
             self.close()
             self.log.info("daemon.stopped")
 
+    def _start_poll(self, watch: Watch, stop: asyncio.Event) -> None:
+        self._polls[watch.name] = asyncio.create_task(self._poll(watch, stop),
+                                                      name=f"watch:{watch.name}")
+
+    def reload(self, stop: asyncio.Event) -> bool:
+        """Load the config file again and apply it only if it loads cleanly."""
+        try:
+            settings = load_config(self.settings.path)
+        except ConfigError as exc:
+            self.log.error("config.reload_failed", reason=log.redactor.text(str(exc)),  # noqa: TRY400
+                           note="the running config and rules stay in force")
+            return False
+        log.redactor.update(settings.secrets | self.settings.secrets)
+        old = {w.name: w for w in self.settings.watches}
+        self.settings = settings
+        senders = build_senders(settings, self._executor, console=self._console)
+        for part in (self.deliverer, self.operator):
+            part.settings, part.senders = settings, senders
+        for name, task in list(self._polls.items()):
+            if name not in {w.name for w in settings.watches}:
+                task.cancel()
+                del self._polls[name]
+        for watch in settings.watches:
+            if old.get(watch.name) != watch:
+                if watch.name in self._polls:
+                    self._polls.pop(watch.name).cancel()
+                self._start_poll(watch, stop)
+        self.log.info("config.reloaded", watches=len(settings.watches), rules=len(settings.rules),
+                      targets=len(settings.targets))
+        return True
+
     async def _finish_sends(self) -> None:
         """Give in-flight sends a bounded grace; what is left stays pending for next time."""
         grace = self.settings.delivery.stop_grace
         try:
-            await asyncio.wait_for(self.deliverer.wait_inflight(), timeout=grace)
+            await asyncio.wait_for(
+                asyncio.gather(self.deliverer.wait_inflight(), self.operator.wait()), timeout=grace)
         except TimeoutError:
             self.log.warning("notify.grace_expired", grace_seconds=grace,
                              note="unsent messages stay pending and go out after restart")
@@ -208,6 +277,15 @@ class App:
                 next_tick = now + random.uniform(0, min(watch.interval * 0.05, 5.0))
 
 
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
     delay = deadline - asyncio.get_running_loop().time()
     if delay > 0:
@@ -215,7 +293,7 @@ async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
             await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
-async def run_once(settings: Settings, store: Store, *, retry: fetch.RetryPolicy | None = None,
+async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | None = None,
                    dry_run: bool = False, console: TextIO | None = None) -> list[CycleResult]:
     """One cycle of every watch, concurrently, then send what is due."""
     async with fetch.new_session() as session:
@@ -225,6 +303,7 @@ async def run_once(settings: Settings, store: Store, *, retry: fetch.RetryPolicy
                                                   for w in settings.watches)))
             if not dry_run:
                 await app.deliverer.drain()
+                await app.operator.wait()
         finally:
             app.close()
         return results

@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     sub.add_parser("run", parents=[common], help="poll every watch until stopped (the daemon)",
-                   description="Poll every watch at its interval until SIGTERM or SIGINT.")
+                   description="Poll every watch at its interval and deliver notifications "
+                               "until SIGTERM or SIGINT (in-flight sends get delivery.stop_grace, "
+                               "the rest stay pending). SIGHUP reloads the config and rules if "
+                               "they load cleanly; otherwise the running ones stay.")
     once = sub.add_parser("once", parents=[common, fmt], help="one cycle of every watch, then exit",
                           description="Poll every watch once, record and print what changed, "
                                       "and send the notifications that are due. Exit 0 when "
@@ -283,13 +286,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _daemon(settings: config.Settings, store: Store) -> int:
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
     async with new_session() as session:
         app = App(settings, store, session)
-        await app.run(stop)
+        await app.run(stop, reload)
     if app.fatal is not None:
         raise app.fatal
     return EXIT_OK

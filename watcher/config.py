@@ -31,6 +31,16 @@ FORMATS = ("text", "markdown", "html", "json")
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one cycle tries before it gives up."""
+
+    attempts: int = 4
+    backoff: float = 1.0        # first wait, doubled each retry, with jitter
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+
+@dataclass(frozen=True)
 class Watch:
     """One URL polled at a fixed rate."""
 
@@ -40,6 +50,17 @@ class Watch:
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 30.0
     max_body_bytes: int = 32 << 20
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_removed_pct: float = 30.0   # a response losing more than this is held, not diffed
+    confirm_polls: int = 3          # ... until the same list is seen this many times in a row
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who hears about the watcher's own trouble (auth refused, suspect responses held)."""
+
+    notify: tuple[str, ...] = ()
+    repeat_interval: float = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,7 @@ class Settings:
     rule_files: tuple[Path, ...] = ()
     log_level: str = "info"
     delivery: Delivery = field(default_factory=Delivery)
+    operator: Operator = field(default_factory=Operator)
     expiring_soon_days: tuple[int, ...] = (7, 1)
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     warnings: tuple[str, ...] = ()
@@ -108,7 +130,7 @@ def load(path: Path) -> Settings:
     root = yamldoc.load(path)
     keys = root.mapping(
         allowed={"state_dir", "watches", "targets", "rules", "log_level", "delivery",
-                 "expiring_soon_days"},
+                 "expiring_soon_days", "operator"},
         required={"watches"},
     )
     base = path.parent
@@ -138,13 +160,14 @@ def load(path: Path) -> Settings:
 
     log_level = keys["log_level"].choice(LOG_LEVELS) if "log_level" in keys else "info"
     delivery = _delivery(keys["delivery"]) if "delivery" in keys else Delivery()
+    operator = _operator(keys["operator"], set(targets)) if "operator" in keys else Operator()
     days: tuple[int, ...] = (7, 1)
     if "expiring_soon_days" in keys:
         days = tuple(sorted({v.integer(minimum=0) for v in keys["expiring_soon_days"].sequence()},
                             reverse=True))
     return Settings(
         path=path, state_dir=state_dir, watches=watches, targets=targets, rules=rules,
-        rule_files=tuple(rule_files), log_level=log_level, delivery=delivery,
+        rule_files=tuple(rule_files), log_level=log_level, delivery=delivery, operator=operator,
         expiring_soon_days=days,
         secrets=frozenset(s for s in secrets if len(s) >= 4), warnings=tuple(warnings),
     )
@@ -153,7 +176,8 @@ def load(path: Path) -> Settings:
 def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[str]) -> Watch:
     keys = value.mapping(
         allowed={"name", "url", "interval", "api_key_env", "api_key_file", "timeout",
-                 "max_body_mb"},
+                 "max_body_mb", "retries", "retry_backoff", "max_retry_after", "max_removed_pct",
+                 "confirm_polls"},
         required={"name", "url", "interval"},
     )
     name = keys["name"].string()
@@ -183,8 +207,31 @@ def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[
         secrets.append(api_key)
     timeout = yamldoc.duration(keys["timeout"], minimum=1.0) if "timeout" in keys else 30.0
     max_mb = keys["max_body_mb"].number(minimum=0.01) if "max_body_mb" in keys else 32.0
+    default = RetryPolicy()
+    retry = RetryPolicy(
+        attempts=keys["retries"].integer(minimum=0) + 1 if "retries" in keys else default.attempts,
+        backoff=yamldoc.duration(keys["retry_backoff"], minimum=0.001)
+        if "retry_backoff" in keys else default.backoff,
+        max_retry_after=yamldoc.duration(keys["max_retry_after"])
+        if "max_retry_after" in keys else default.max_retry_after,
+    )
+    max_removed = keys["max_removed_pct"].number(minimum=0) if "max_removed_pct" in keys else 30.0
+    confirm = keys["confirm_polls"].integer(minimum=1) if "confirm_polls" in keys else 3
     return Watch(name=name, url=url, interval=interval, api_key=api_key, timeout=timeout,
-                 max_body_bytes=int(max_mb * (1 << 20)))
+                 max_body_bytes=int(max_mb * (1 << 20)), retry=retry,
+                 max_removed_pct=max_removed, confirm_polls=confirm)
+
+
+def _operator(value: yamldoc.Value, targets: set[str]) -> Operator:
+    keys = value.mapping(allowed={"notify", "repeat_interval"}, required={"notify"})
+    notify = keys["notify"].string_list()
+    for name in notify:
+        if name not in targets:
+            raise keys["notify"].error(f"unknown target {name!r} (targets: "
+                                       f"{', '.join(sorted(targets)) or 'none are configured'})")
+    repeat = (yamldoc.duration(keys["repeat_interval"], minimum=1)
+              if "repeat_interval" in keys else Operator().repeat_interval)
+    return Operator(notify=tuple(notify), repeat_interval=repeat)
 
 
 def _delivery(value: yamldoc.Value) -> Delivery:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
@@ -29,7 +28,7 @@ import aiohttp
 import orjson
 
 from watcher import __version__
-from watcher.config import Watch
+from watcher.config import RetryPolicy, Watch
 from watcher.errors import AuthError, FetchError
 
 USER_AGENT = f"openrouter-watcher/{__version__} (+https://github.com/openrouter-watcher)"
@@ -40,25 +39,15 @@ MAX_PAGES = 100
 Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard one cycle tries before it gives up."""
-
-    attempts: int = 4
-    backoff: float = 1.0        # first wait, doubled each retry, with full jitter
-    max_backoff: float = 30.0
-    max_retry_after: float = 120.0
-
-
 def new_session() -> aiohttp.ClientSession:
     """The process's one HTTP session."""
     return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
 
 
 async def fetch(session: aiohttp.ClientSession, watch: Watch, *,
-                policy: RetryPolicy = RetryPolicy(),
-                sleep: Sleep = asyncio.sleep) -> list[bytes]:
+                policy: RetryPolicy | None = None, sleep: Sleep = asyncio.sleep) -> list[bytes]:
     """Every page of ``watch.url``; retries transient failures, raises FetchError."""
+    policy = policy or watch.retry
     pages: list[bytes] = []
     url: str | None = watch.url
     seen: set[str] = set()

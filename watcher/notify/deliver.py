@@ -20,11 +20,12 @@ from typing import Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import apprise
+import orjson
 
 from watcher import log
 from watcher.config import Settings, Target
 from watcher.errors import DeliveryError, WatcherError
-from watcher.notify.render import Message, compose
+from watcher.notify.render import Message, body_format, compose
 from watcher.notify.templates import TemplateRefused
 from watcher.store import Group, Store
 
@@ -201,3 +202,61 @@ class Deliverer:
         else:
             self.log.debug("notify.retry_scheduled", target=group.target, reason=reason,
                            attempts=group.attempts + 1, in_seconds=round(due - now, 1))
+
+
+class OperatorNotices:
+    """The watcher's own trouble, told to the ``operator`` targets.
+
+    A problem (the key refused, a suspect response held) is told when it starts and again
+    at most every ``repeat_interval`` while it lasts; its end is told once.  Notices are
+    sent straight away in the background, outside the outbox: they repeat while the
+    problem lasts, and the log has every one of them.
+    """
+
+    def __init__(self, settings: Settings, senders: Mapping[str, Sender], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.senders = senders
+        self.clock = clock
+        self.log = log.get()
+        self._active: dict[tuple[str, str], float] = {}  # (watch, kind) -> last told
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def problem(self, watch: str, kind: str, text: str) -> None:
+        now = self.clock()
+        last = self._active.get((watch, kind))
+        if last is not None and now - last < self.settings.operator.repeat_interval:
+            return
+        self._active[watch, kind] = now
+        self.log.warning("operator.problem", watch=watch, kind=kind, message=text)
+        self._tell(f"openrouter-watcher: {watch}: problem", text)
+
+    def resolved(self, watch: str, kind: str, text: str) -> None:
+        if self._active.pop((watch, kind), None) is None:
+            return
+        self.log.info("operator.resolved", watch=watch, kind=kind, message=text)
+        self._tell(f"openrouter-watcher: {watch}: recovered", text)
+
+    def _tell(self, title: str, text: str) -> None:
+        key = f"operator-{self.clock():.0f}"
+        for name in self.settings.operator.notify:
+            sender = self.senders.get(name)
+            if sender is not None:
+                task = asyncio.create_task(self._send(name, sender, title, text, key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, name: str, sender: Sender, title: str, text: str, key: str) -> None:
+        target = self.settings.targets[name]
+        fmt = body_format(target)
+        body = (orjson.dumps({"idempotency_key": key, "title": title, "operator": text}).decode()
+                if fmt == "json" else text)
+        try:
+            await sender.send(Message(title=title, body=body, format=fmt, key=key))
+        except Exception as exc:
+            self.log.error("operator.notice_failed", target=name,  # noqa: TRY400
+                           reason=log.redactor.text(f"{type(exc).__name__}: {exc}"))
+
+    async def wait(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
