@@ -22,8 +22,10 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.stdout = config.parent / "daemon.stdout"
         self.stderr = config.parent / "daemon.stderr"
+        self._log_offset = 0
 
     def start(self) -> Daemon:
+        self._log_offset = self.stderr.stat().st_size if self.stderr.exists() else 0
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "watcher", "run", "--config", str(self.config),
@@ -42,6 +44,11 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
+
+    def wait_started(self, timeout: float = 30) -> None:
+        """Until this process logged ``daemon.started`` (its signal handlers are in place)."""
+        wait_for(lambda: "daemon.started" in self.logs()[self._log_offset:], timeout,
+                 what="daemon.started")
 
     def logs(self) -> str:
         return self.stderr.read_text() if self.stderr.exists() else ""

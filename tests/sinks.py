@@ -67,7 +67,7 @@ class WebhookSink:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_post("/hook", self._hook)
+        app.router.add_post("/{tail:.*}", self._hook)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -89,8 +89,11 @@ class WebhookSink:
 class _Inbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.reject = False
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.reject:
+            return "554 5.7.1 Message rejected"
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
 

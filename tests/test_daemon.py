@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.daemon import Daemon, wait_for
 from tests.fakes import FakeOpenRouter
@@ -77,3 +81,109 @@ def test_sigterm_stops_cleanly_within_the_grace_and_leaves_unsent_pending(
         assert store.outbox_status()["hook"]["pending"] == 1
     finally:
         store.close()
+
+
+def test_sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    second = WebhookSink().start()
+    try:
+        config_path = daemon_config(tmp_path, fake_openrouter, webhook)
+        fake_openrouter.set_script([24])
+        daemon = Daemon(config_path).start()
+        try:
+            wait_for(lambda: "cycle.baseline" in daemon.logs(), what="the baseline")
+            # Good: a new target, and the rule now sends there.
+            config_path.write_text(config_path.read_text().replace(
+                "targets:\n", f"targets:\n  second: {second.url()}\n"))
+            (tmp_path / "rules.yaml").write_text(
+                "rules:\n  - {name: exp, on: [expiration_set], notify: [second]}\n")
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "config.reloaded" in daemon.logs(), what="the reload")
+            # Bad: the running config stays.
+            (tmp_path / "rules.yaml").write_text(
+                "rules:\n  - {name: exp, on: [expiration_sett], notify: [second]}\n")
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "config.reload_failed" in daemon.logs(), what="the failed reload")
+            fake_openrouter.set_script([25])
+            wait_for(lambda: second.delivered, what="the change at the reloaded target")
+            assert daemon.stop() == 0
+        finally:
+            if daemon.proc and daemon.proc.poll() is None:
+                daemon.kill()
+        assert webhook.requests == []
+        (message,) = second.delivered
+        assert [e["model"] for e in message.message["events"]] == ["mistralai/devstral-2512:free"]
+        failed = next(json.loads(line) for line in daemon.logs().splitlines()
+                      if "config.reload_failed" in line)
+        assert "unknown event type 'expiration_sett'" in failed["reason"]
+        assert "rules.yaml:2" in failed["reason"]
+    finally:
+        second.stop()
+
+
+def committed_changes(state: Path) -> int:
+    import sqlite3
+
+    db = state / "openrouter-watcher.sqlite3"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(
+            "SELECT COUNT(*) FROM checks WHERE outcome IN ('baseline', 'changed')").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def pending_notifications(state: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{state / 'openrouter-watcher.sqlite3'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_at_random_moments_loses_no_notification(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink, seed: int) -> None:
+    import random
+
+    from tests.test_replay import events_between
+
+    rnd = random.Random(seed)
+    steps = [10, 11, 12, 13, 14, 15, 16]
+    config_path = daemon_config(tmp_path, fake_openrouter, webhook)
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - {name: all, on: [model_added, model_removed, price_changed], notify: [hook]}\n")
+    state = tmp_path / "state"
+    daemon = Daemon(config_path).start()
+    kills = 0
+    try:
+        for index, step in enumerate(steps, start=1):
+            fake_openrouter.set_script([step])
+            while committed_changes(state) < index:
+                time.sleep(rnd.uniform(0.0, 1.2))
+                if rnd.random() < 0.5:
+                    daemon.kill()
+                    kills += 1
+                    daemon = Daemon(config_path).start()
+        wait_for(lambda: pending_notifications(state) == 0, timeout=60, what="every send")
+        daemon.wait_started()
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+    assert kills >= 2
+    by_key = {r.headers["Idempotency-Key"]: r.message["events"] for r in webhook.delivered}
+    received = sorted(
+        (e["type"], e["model"], e["field"], json.dumps(e["old"]), json.dumps(e["new"]))
+        for events in by_key.values() for e in events)
+    expected = sorted(
+        (e["type"], e["model"], e["field"], json.dumps(e["old"]), json.dumps(e["new"]))
+        for a, b in itertools.pairwise(steps) for e in events_between(a, b)
+        if e["type"] in ("model_added", "model_removed", "price_changed"))
+    assert received == expected

@@ -277,20 +277,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # A stop asked for while starting up (before the event loop owns the signals) is kept,
+    # not obeyed by the default handler: the daemon then stops cleanly right away.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings(args)
     store = Store.open(settings.state_dir)
     try:
-        return asyncio.run(_daemon(settings, store))
+        return asyncio.run(_daemon(settings, store, stop_early=bool(early)))
     finally:
         store.close()
 
 
-async def _daemon(settings: config.Settings, store: Store) -> int:
+async def _daemon(settings: config.Settings, store: Store, *, stop_early: bool) -> int:
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
+    if stop_early:
+        stop.set()
     async with new_session() as session:
         app = App(settings, store, session)
         await app.run(stop, reload)

@@ -277,9 +277,25 @@ def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, 
             raise item.error("expected an Apprise URL such as slack://..., mailto://... "
                              "or console://")
         if url.split("://", 1)[0] != "console":
-            secrets.append(url)
+            secrets.extend(url_secrets(url))
         targets[name] = Target(name=name, url=url, source=f"{item.path}:{item.line}", **extra)
     return targets
+
+
+def url_secrets(url: str) -> list[str]:
+    """A target URL and the parts of it that may be tokens, for redaction.
+
+    Apprise URLs carry tokens in the password, the path (Slack, Discord, webhooks) and the
+    query; any such part of 8 or more characters is masked wherever it appears.
+    """
+    parts = urlsplit(url)
+    pieces = [url, parts.password or ""]
+    pieces += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+    for pair in parts.query.split("&"):
+        pieces.append(pair.partition("=")[2])
+    if "@" in parts.netloc:
+        pieces.append(parts.netloc.rsplit("@", 1)[0])
+    return [p for p in pieces if len(p) >= 8]
 
 
 def _read_secret_file(value: yamldoc.Value, base: Path) -> str:

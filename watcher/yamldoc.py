@@ -25,13 +25,15 @@ _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _STR_TAG = "tag:yaml.org,2002:str"
+_ALLOWED_TAGS = frozenset({_NULL_TAG, _BOOL_TAG, _INT_TAG, _FLOAT_TAG, _STR_TAG,
+                           "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
 @dataclass
 class _Budget:
     """Nodes left to visit in one document; shared by every Value read from it."""
 
-    left: int = MAX_NODES
+    left: int = field(default_factory=lambda: MAX_NODES)
 
 
 @dataclass
@@ -55,7 +57,10 @@ class Value:
         self.budget.left -= 1
         if self.budget.left < 0:
             raise self.error(f"too many YAML nodes (more than {MAX_NODES}, aliases counted)")
-        return Value(self.path, node, key, self.budget)
+        child = Value(self.path, node, key, self.budget)
+        if node.tag not in _ALLOWED_TAGS:
+            raise child.error(f"YAML tag {node.tag!r} is not allowed")
+        return child
 
     @property
     def is_null(self) -> bool:

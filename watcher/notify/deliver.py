@@ -85,13 +85,12 @@ def with_idempotency_key(target: Target, key: str) -> str:
 
 
 def privacy_url(url: str) -> str:
-    """How a target URL may appear in logs and output: Apprise's privacy form."""
+    """How a target may appear in output and logs: scheme and host, nothing that may be a token."""
     if url.startswith("console://"):
         return url
-    plugin = apprise.Apprise.instantiate(url)
-    if not plugin:
-        return url.split("://", 1)[0] + "://***"
-    return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}/***" if host else f"{parts.scheme}://***"
 
 
 def build_senders(settings: Settings, executor: ThreadPoolExecutor, *,

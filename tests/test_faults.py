@@ -1,0 +1,247 @@
+"""Faults and bad input: the HTTP outcome table, suspect responses, operator notices.
+
+The schedule test replays real snapshots through a loopback server that also answers
+500, 503, 429 with Retry-After, 401, HTML, truncated JSON, an empty list, half the list,
+a stalled response and an oversized body: the events recorded and the notifications
+received must equal those of the clean replay.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeOpenRouter, Reply, snapshot_bytes
+from tests.sinks import WebhookSink
+from watcher import config, fetch
+from watcher.app import App
+from watcher.config import RetryPolicy, Watch
+from watcher.errors import AuthError, FetchError
+from watcher.store import Store
+
+
+def write(tmp_path: Path, server: FakeOpenRouter, hook: WebhookSink, ops: WebhookSink) -> Path:
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - name: all\n    on: [model_added, model_removed, price_changed, expiration_set,"
+        " expiration_changed, expiration_cleared, context_length_changed, field_changed]\n"
+        "    notify: [hook]\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+state_dir: state
+watches:
+  - name: models
+    url: "{server.url}"
+    interval: 1m
+    timeout: 1s
+    retries: 2
+    retry_backoff: 10ms
+    max_body_mb: 1
+targets:
+  hook: {hook.url()}
+  ops: {ops.url()}
+operator: {{notify: [ops], repeat_interval: 1h}}
+rules: [rules.yaml]
+expiring_soon_days: []
+""")
+    return path
+
+
+def half(number: int) -> bytes:
+    data = json.loads(snapshot_bytes(number))["data"]
+    return json.dumps({"data": data[: len(data) // 2]}).encode()
+
+
+STEPS = [10, 11, 12, 13, 14, 15, 16]
+FAULTY: list[Reply | int] = [
+    Reply(status=500), 10,                                          # retried within the cycle
+    Reply(status=503), Reply(status=429, headers={"Retry-After": "0"}), 11,
+    Reply(body=b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>",
+          content_type="text/html"),                               # a proxy's error page
+    12,
+    Reply(body=snapshot_bytes(13)[:5000]),                          # truncated JSON
+    Reply(status=401, body=b'{"error": "No auth credentials found"}'),
+    13,
+    Reply(body=b'{"data": []}'),                                    # empty list: held
+    Reply(body=half(14)),                                           # half the models: held
+    14,
+    Reply(body=snapshot_bytes(15), delay=3),                        # stalls past the timeout
+    15,
+    Reply(body=b'{"data": [' + b'{"id": "x"},' * 200_000 + b'{"id": "y"}]}'),  # over 1 MB
+    16,
+]
+
+
+async def replay(path: Path, server: FakeOpenRouter, script: list[Reply | int]) -> tuple[list, App]:
+    server.set_script(script)
+    settings = config.load(path)
+    store = Store.open(settings.state_dir)
+    now = datetime(2026, 1, 4, tzinfo=UTC)
+    async with fetch.new_session() as session:
+        app = App(settings, store, session, clock=lambda: now)
+        while server.served < len(script):
+            await app.cycle(settings.watches[0])
+            await app.deliverer.drain()
+            await app.operator.wait()
+            now += timedelta(minutes=1)
+        app.close()
+    events = store.events()
+    store.close()
+    return events, app
+
+
+def essence(events: list[dict]) -> list[tuple]:
+    return [(e["type"], e["model"], e["field"], json.dumps(e["old"]), json.dumps(e["new"]))
+            for e in events]
+
+
+async def test_fault_schedule_records_and_sends_exactly_what_the_clean_replay_does(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    results = {}
+    for name, script in (("clean", list(STEPS)), ("faulty", FAULTY)):
+        hook, ops = WebhookSink().start(), WebhookSink().start()
+        try:
+            folder = tmp_path / name
+            folder.mkdir()
+            events, _ = await replay(write(folder, fake_openrouter, hook, ops), fake_openrouter,
+                                     script)
+            sent = [e for r in hook.delivered for e in r.message["events"]]
+            results[name] = (essence(events), essence(sent),
+                             [(r.payload["title"], r.message["operator"]) for r in ops.delivered])
+        finally:
+            hook.stop()
+            ops.stop()
+    clean_events, clean_sent, clean_ops = results["clean"]
+    faulty_events, faulty_sent, faulty_ops = results["faulty"]
+    assert len(clean_events) > 100
+    assert faulty_events == clean_events
+    assert sorted(faulty_sent) == sorted(clean_sent) == sorted(clean_events)
+    assert clean_ops == []
+    titles = [title for title, _ in faulty_ops]
+    assert titles == ["openrouter-watcher: models: problem", "openrouter-watcher: models: recovered",
+                      "openrouter-watcher: models: problem", "openrouter-watcher: models: recovered"]
+    assert "HTTP 401" in faulty_ops[0][1]
+    assert "empty model list" in faulty_ops[2][1]
+
+
+async def test_a_shrunken_list_seen_three_times_becomes_the_baseline(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    hook, ops = WebhookSink().start(), WebhookSink().start()
+    try:
+        path = write(tmp_path, fake_openrouter, hook, ops)
+        script: list[Reply | int] = [14] + [Reply(body=half(14))] * 3
+        events, _ = await replay(path, fake_openrouter, script)
+    finally:
+        hook.stop()
+        ops.stop()
+    removed = [e for e in events if e["type"] == "model_removed"]
+    assert len(removed) == 348 - 348 // 2
+    store = Store.open(tmp_path / "state")
+    try:
+        outcomes = [r[0] for r in store._conn.execute("SELECT outcome FROM checks ORDER BY id")]
+    finally:
+        store.close()
+    assert outcomes == ["baseline", "held", "held", "changed"]
+    assert len(hook.delivered) == 1
+
+
+@pytest.fixture
+def watch(fake_openrouter: FakeOpenRouter) -> Watch:
+    return Watch(name="models", url=fake_openrouter.url, interval=60, timeout=1,
+                 retry=RetryPolicy(attempts=3, backoff=0.01, max_retry_after=5),
+                 max_body_bytes=1 << 20)
+
+
+async def fetch_with(watch: Watch, sleeps: list[float]) -> list[bytes]:
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with fetch.new_session() as session:
+        return await fetch.fetch(session, watch, sleep=sleep)
+
+
+async def test_retry_after_is_honoured_and_bounded(watch: Watch, fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.set_script([Reply(status=429, headers={"Retry-After": "2"}),
+                                Reply(status=503, headers={"Retry-After": "3600"}), 3])
+    sleeps: list[float] = []
+    (body,) = await fetch_with(watch, sleeps)
+    assert body == snapshot_bytes(3)
+    assert sleeps == [2.0, 5.0]
+
+
+async def test_backoff_grows_and_the_cycle_fails_after_the_last_try(
+        watch: Watch, fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.set_script([Reply(status=502)])
+    sleeps: list[float] = []
+    with pytest.raises(FetchError) as caught:
+        await fetch_with(watch, sleeps)
+    assert "HTTP 502 (after 3 attempts)" in str(caught.value)
+    assert caught.value.retryable
+    assert len(sleeps) == 2
+    assert 0.005 <= sleeps[0] <= 0.01
+    assert 0.01 <= sleeps[1] <= 0.02
+
+
+@pytest.mark.parametrize("status", [401, 402, 403])
+async def test_auth_statuses_are_not_retried(watch: Watch, fake_openrouter: FakeOpenRouter,
+                                             status: int) -> None:
+    fake_openrouter.set_script([Reply(status=status)])
+    with pytest.raises(AuthError):
+        await fetch_with(watch, [])
+    assert fake_openrouter.served == 1
+
+
+async def test_oversized_body_fails_at_once(watch: Watch, fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.set_script([Reply(body=b"x" * (2 << 20))])
+    with pytest.raises(FetchError, match="larger than the 1048576 byte cap"):
+        await fetch_with(watch, [])
+    assert fake_openrouter.served == 1
+
+
+async def test_stalled_response_times_out_and_is_retried(watch: Watch,
+                                                         fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.set_script([Reply(body=b"{}", delay=3), 3])
+    (body,) = await fetch_with(watch, [])
+    assert body == snapshot_bytes(3)
+
+
+async def test_pagination_follows_links_next(watch: Watch, fake_openrouter: FakeOpenRouter) -> None:
+    data = json.loads(snapshot_bytes(3))["data"]
+    page1 = json.dumps({"data": data[:200], "links": {"next": "/api/v1/models?page=2"}}).encode()
+    page2 = json.dumps({"data": data[200:], "links": {"next": None}}).encode()
+    fake_openrouter.set_script([Reply(body=page1), Reply(body=page2)])
+    pages = await fetch_with(watch, [])
+    from watcher import snapshot
+
+    assert len(snapshot.parse_pages(pages).models) == len(data) == 350
+
+
+async def test_auth_failure_is_told_once_per_repeat_interval_then_recovery_once(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    hook, ops = WebhookSink().start(), WebhookSink().start()
+    try:
+        path = write(tmp_path, fake_openrouter, hook, ops)
+        settings = config.load(path)
+        store = Store.open(settings.state_dir)
+        now = [datetime(2026, 1, 4, tzinfo=UTC)]
+        async with fetch.new_session() as session:
+            app = App(settings, store, session, clock=lambda: now[0])
+            fake_openrouter.set_script([Reply(status=401)])
+            for minutes in (0, 10, 20, 70, 80):  # the 1 h repeat interval passes once
+                now[0] = datetime(2026, 1, 4, tzinfo=UTC) + timedelta(minutes=minutes)
+                await app.cycle(settings.watches[0])
+                await app.operator.wait()
+            fake_openrouter.set_script([3])
+            await app.cycle(settings.watches[0])
+            await app.cycle(settings.watches[0])
+            await app.operator.wait()
+            app.close()
+        store.close()
+        titles = [r.payload["title"] for r in ops.delivered]
+        assert titles == ["openrouter-watcher: models: problem"] * 2 + [
+            "openrouter-watcher: models: recovered"]
+    finally:
+        hook.stop()
+        ops.stop()
