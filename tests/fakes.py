@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +52,7 @@ class FakeOpenRouter:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
-        self.handler: Callable[[web.Request], Reply | None] | None = None
+        self.user_reply: Reply | None = None  # when set, /models/user answers this instead
 
     @property
     def url(self) -> str:
@@ -72,7 +71,10 @@ class FakeOpenRouter:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.headers))
-        reply = self._next()
+        if request.path.endswith("/user") and self.user_reply is not None:
+            reply = self.user_reply
+        else:
+            reply = self._next()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers,

@@ -113,7 +113,7 @@ def test_redactor_masks_secrets_in_tracebacks_and_nested_values(capsys) -> None:
                              items=[API_KEY])
         import logging
 
-        logging.getLogger("apprise").error("token %s rejected", API_KEY)
+        logging.getLogger("aiohttp.client").error("token %s rejected", API_KEY)
     finally:
         log.redactor.update([])
     text = stream.getvalue()

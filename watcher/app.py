@@ -29,7 +29,7 @@ from watcher.config import RetryPolicy, Settings, Watch
 from watcher.config import load as load_config
 from watcher.diff import diff
 from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
-from watcher.events import Event, events_from_changes, expiring_soon
+from watcher.events import Event, account_view, events_from_changes, expiring_soon
 from watcher.guard import Hold, suspicion
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
 from watcher.rules.match import route
@@ -141,6 +141,9 @@ class App:
         changed = not current.same_content(baseline)
         events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
                                       watch=watch.name, detected_at=at) if changed else [])
+        public = public_watch(self.settings, watch)
+        if public is not None:
+            events = account_view(events, self.baseline(public.name))
         reminders = expiring_soon(current, watch=watch.name, today=started.date(),
                                   days=self.settings.expiring_soon_days,
                                   sent=self.store.sent_reminders(watch.name), detected_at=at)
@@ -275,6 +278,26 @@ class App:
             now = loop.time()
             if next_tick < now:
                 next_tick = now + random.uniform(0, min(watch.interval * 0.05, 5.0))
+
+
+def public_watch(settings: Settings, watch: Watch) -> Watch | None:
+    """For a ``/models/user`` watch, the watch of the public ``/models`` list it pairs with."""
+    base = watch.url.rstrip("/")
+    if not base.endswith("/models/user"):
+        return None
+    public_url = base.removesuffix("/user")
+    return next((w for w in settings.watches if w.url.rstrip("/") == public_url), None)
+
+
+def unavailable_to_account(app: App) -> dict[str, list[str]]:
+    """Per account watch: the ids OpenRouter lists that the account's list does not have."""
+    out: dict[str, list[str]] = {}
+    for watch in app.settings.watches:
+        public = public_watch(app.settings, watch)
+        mine, everyone = app.baseline(watch.name), public and app.baseline(public.name)
+        if public is not None and mine is not None and everyone:
+            out[watch.name] = sorted(everyone.models.keys() - mine.models.keys())
+    return out
 
 
 async def _first_of(*events: asyncio.Event) -> None:

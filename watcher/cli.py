@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import gzip
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -27,9 +29,10 @@ from watcher.errors import ConfigError, SnapshotError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
 from watcher.fetch import new_session
 from watcher.notify.deliver import build_senders, privacy_url
-from watcher.notify.render import compose, line
+from watcher.notify.render import compose, describe, line, price, price_unit
 from watcher.rules.match import route
 from watcher.store import EventQuery, Store
+from watcher.timeline import timeline
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -76,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "target would get; send nothing and change no state")
     sub.add_parser("check", parents=[common], help="validate the config and rule files",
                    description="Load the config and every rule file; exit 0 or 2.")
-    hist = sub.add_parser("history", parents=[common, fmt], help="stored events, newest last",
+    hist = sub.add_parser("history", parents=[common], help="stored events, newest last",
                           description="Print stored events, oldest first.")
+    hist.add_argument("--format", choices=("text", "json", "csv"), default="text",
+                      help="text for people, json for one event per line, csv for spreadsheets")
     hist.add_argument("--watch", help="only this watch")
     hist.add_argument("--model", metavar="GLOB", help="only models whose id matches the glob")
     hist.add_argument("--type", choices=sorted(EVENT_TYPES), help="only this event type")
@@ -101,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                    description="From the state database: each watch's last check, and per "
                                "target how many notifications were sent, are pending or "
                                "dead-lettered, and since when it is failing.")
+    show = sub.add_parser("show", parents=[common, fmt], help="one model's timeline",
+                          description="A model's history from the stored snapshots: when it "
+                                      "appeared, every price over time (per million tokens), "
+                                      "context length, expiration date, removals and returns.")
+    show.add_argument("model", metavar="MODEL", help="the model id, e.g. z-ai/glm-4.7")
+    show.add_argument("--watch", help="only this watch (default: every watch that saw it)")
     sub.add_parser("demo", parents=[common],
                    help="replay bundled real snapshots offline through the real pipeline",
                    description="Start a loopback server that replays four real responses "
@@ -110,7 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run_command(argv))
+    try:
+        code = run_command(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`history | head`): stop quietly, as the Python docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_FAILED
+    sys.exit(code)
 
 
 def run_command(argv: Sequence[str] | None = None) -> int:
@@ -321,8 +339,67 @@ def cmd_history(args: argparse.Namespace) -> int:
                                          type=args.type, since=since, limit=args.limit))
     finally:
         store.close()
-    _print_events(events, args.format)
+    if args.format == "csv":
+        _print_csv(events)
+    else:
+        _print_events(events, args.format)
     return EXIT_OK
+
+
+CSV_COLUMNS = ("detected_at", "watch", "type", "model", "name", "field", "old", "new",
+               "change_pct")
+
+
+def _print_csv(events: Sequence[Event]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for event in events:
+        writer.writerow([_cell(event.get(column)) for column in CSV_COLUMNS])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = Store.open(settings.state_dir)
+    try:
+        watches = [args.watch] if args.watch else store.watches()
+        stories = [timeline(args.model, store.snapshots(w), watch=w) for w in watches]
+    finally:
+        store.close()
+    stories = [s for s in stories if s["first_seen"] is not None]
+    if not stories:
+        print(f"openrouter-watcher: no stored snapshot has a model {args.model!r}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        for story in stories:
+            sys.stdout.write(orjson.dumps(story).decode() + "\n")
+        return EXIT_OK
+    for story in stories:
+        _print_story(story)
+    return EXIT_OK
+
+
+def _print_story(story: dict[str, Any]) -> None:
+    state = "listed" if story["present"] else "not listed any more"
+    print(f"{story['name'] or story['model']} ({story['model']}), watch {story['watch']}: "
+          f"seen {story['first_seen']} .. {story['last_seen']}, {state}")
+    for event in story["events"]:
+        if event["type"] == "model_added" and event.get("in_baseline"):
+            text = "present when watching started" + describe(event).removeprefix("new model")
+        else:
+            text = describe(event)
+        print(f"  {event['detected_at']}  {text}")
+    for key, series in story["prices"].items():
+        points = ", ".join(f"{price(p['price'], key)} since {p['at'][:10]}" for p in series)
+        print(f"  {key} {price_unit(key)}: {points}")
 
 
 def _read_snapshot(path: Path) -> snapshot.Snapshot:
@@ -396,4 +473,5 @@ async def _demo() -> int:
 COMMANDS = {
     "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
     "diff": cmd_diff, "demo": cmd_demo, "test-notify": cmd_test_notify, "status": cmd_status,
+    "show": cmd_show,
 }

@@ -26,6 +26,7 @@ EVENT_TYPES = frozenset({
     "model_added", "model_removed", "price_changed",
     "expiration_set", "expiration_changed", "expiration_cleared",
     "context_length_changed", "field_changed", "expiring_soon",
+    "model_unavailable_to_account",
 })
 
 
@@ -105,6 +106,16 @@ def summary(item: dict[str, Any]) -> dict[str, Any]:
         "pricing": {k: v for k, v in (pricing or {}).items() if k in ("prompt", "completion")},
         "expiration_date": item.get("expiration_date"),
     }
+
+
+def account_view(events: list[Event], public: Snapshot | None) -> list[Event]:
+    """Events of a ``/models/user`` watch, with removals of models that OpenRouter still
+    lists (in the ``public`` snapshot) reported as ``model_unavailable_to_account``."""
+    if public is None:
+        return events
+    return [{**e, "type": "model_unavailable_to_account"}
+            if e["type"] == "model_removed" and e["model"] in public.models else e
+            for e in events]
 
 
 def expiring_soon(snap: Snapshot, *, watch: str, today: date, days: Iterable[int],

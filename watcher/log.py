@@ -92,6 +92,10 @@ def configure(level: str = "info", *, stream: TextIO | None = None,
     root.handlers[:] = [handler]
     # Third-party libraries speak only when something is wrong.
     root.setLevel(max(LEVELS[level], logging.WARNING))
+    # Apprise logs every failed send; the deliverer captures that text and logs a target's
+    # failure once when it starts and once when it ends, so Apprise's own lines would only
+    # repeat it on every retry.
+    logging.getLogger("apprise").propagate = False
 
 
 def get(name: str = "watcher") -> Any:

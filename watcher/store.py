@@ -196,6 +196,22 @@ class Store:
         except (zlib.error, SnapshotError) as exc:
             raise StateError(f"{self.path}: stored baseline of {watch!r} is damaged: {exc}") from None
 
+    def snapshots(self, watch: str) -> Iterator[tuple[str, snapshot.Snapshot]]:
+        """Every stored snapshot of ``watch`` (one per content change), oldest first."""
+        rows = self._conn.execute(
+            "SELECT s.taken_at, b.data FROM snapshots s JOIN blobs b ON b.digest = s.digest "
+            "WHERE s.watch = ? ORDER BY s.id", (watch,)).fetchall()
+        for taken_at, data in rows:
+            try:
+                yield taken_at, snapshot.parse(zlib.decompress(data))
+            except (zlib.error, SnapshotError) as exc:
+                raise StateError(f"{self.path}: stored snapshot of {watch!r} at {taken_at} is "
+                                 f"damaged: {exc}") from None
+
+    def watches(self) -> list[str]:
+        """Every watch the database has snapshots of."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT watch FROM snapshots ORDER BY 1")]
+
     def record_check(self, watch: str, at: str, outcome: str, error: str | None = None) -> int:
         """A check that stored nothing else (unchanged, failed, held)."""
         with self.transaction() as tx:

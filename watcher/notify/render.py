@@ -78,6 +78,8 @@ def describe(event: Event, today: date | None = None) -> str:
         return "new model" + _summary(new)
     if kind == "model_removed":
         return "removed from OpenRouter" + _summary(old)
+    if kind == "model_unavailable_to_account":
+        return "no longer available to your account (OpenRouter still lists it)"
     if kind in ("expiration_set", "expiration_changed", "expiring_soon"):
         when = new
         left = days_left(when, today) if (today and isinstance(when, str)) else None
@@ -145,6 +147,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     # (title, event types, counted as "N <noun>")
     ("New models", ("model_added",), "new", "new"),
     ("Removed models", ("model_removed",), "removed", "removed"),
+    ("No longer available to your account", ("model_unavailable_to_account",),
+     "unavailable to the account", "unavailable to the account"),
     ("Expiring", ("expiring_soon", "expiration_set", "expiration_changed", "expiration_cleared"),
      "expiring", "expiration changes"),
     ("Price changes", ("price_changed",), "price change", "price changes"),
