@@ -107,7 +107,7 @@ def _days_phrase(left: int) -> str:
         return "1 day left"
     if left == 0:
         return "today"
-    return f"passed {-left} days ago"
+    return "passed yesterday" if left == -1 else f"passed {-left} days ago"
 
 
 def line(event: Event, today: date | None = None) -> str:
@@ -204,13 +204,19 @@ def digest_body(events: list[Event], *, markup: str = "text", limit: int = 10_00
     """The events grouped by kind, one self-explanatory line per model, cut to ``limit``."""
     blocks: list[tuple[str, list[str]]] = [(t, lines) for t, lines, _ in _sections(events, today)]
     total = sum(len(lines) for _, lines in blocks)
-    shown = total
-    while True:
-        body = _format(blocks, shown, total, markup)
-        if len(body) <= limit or shown == 0:
-            return body if len(body) <= limit else body[: max(0, limit - 3)] + "..."
-        # Drop lines until it fits, a tenth at a time for long digests.
-        shown = max(0, shown - max(1, (len(body) - limit) // 80, shown // 10))
+    body = _format(blocks, total, total, markup)
+    if len(body) <= limit:
+        return body
+    # The most lines that fit, found by bisection; "... and N more" says what was left out.
+    low, high = 0, total - 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_format(blocks, mid, total, markup)) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    body = _format(blocks, low, total, markup)
+    return body if len(body) <= limit else body[: max(0, limit - 3)] + "..."
 
 
 def _format(blocks: list[tuple[str, list[str]]], shown: int, total: int, markup: str) -> str:
