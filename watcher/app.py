@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 
@@ -31,11 +32,16 @@ from watcher.diff import diff
 from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
 from watcher.events import Event, account_view, events_from_changes, expiring_soon
 from watcher.guard import Hold, suspicion
+from watcher.metrics import Metrics
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
 from watcher.rules.match import route
+from watcher.status import Status
 from watcher.store import Alert, Store
 
 Clock = Callable[[], datetime]
+# A task run alongside the polls (the sd_notify supervisor, ...): given ``stop``, it ends
+# when ``stop`` is set, or is cancelled when the daemon stops.
+Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def utcnow() -> datetime:
@@ -82,6 +88,10 @@ class App:
         self._failing: dict[str, str] = {}
         self.fatal: StateError | None = None
         self.log = log.get()
+        self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
+        self.status.configure(settings.watches)
+        self.metrics = Metrics()
+        self._delivery: asyncio.Task[None] | None = None
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:
         if watch not in self._baselines:
@@ -97,7 +107,7 @@ class App:
         at = iso(started)
         baseline = self.baseline(watch.name)
         try:
-            pages = await fetch.fetch(self.session, watch, policy=self.retry)
+            pages = await self._fetch(watch)
             current = snapshot.parse_pages(pages)
         except (FetchError, SnapshotError) as exc:
             if not dry_run:
@@ -176,6 +186,49 @@ class App:
             for rule, target in route(self.settings.rules, event)
         ]
 
+    async def _fetch(self, watch: Watch) -> list[bytes]:
+        started = time.monotonic()
+        try:
+            return await fetch.fetch(self.session, watch, policy=self.retry)
+        finally:
+            self.metrics.fetch_duration(watch.name, time.monotonic() - started)
+
+    def _observe(self, watch: Watch, result: CycleResult) -> None:
+        """Tell the status and the metrics how a cycle of ``watch`` ended."""
+        ok = result.outcome not in ("failed", "crashed")
+        self.status.cycle_finished(watch.name, result.outcome, models=result.models or None,
+                                   error=log.redactor.text(result.error or "") or None)
+        self.metrics.cycle(watch.name, result.outcome, at=self.clock().timestamp() if ok else None,
+                           models=result.models or None,
+                           event_types=[e["type"] for e in result.events],
+                           alerts=[(a.rule, a.target) for a in result.alerts])
+
+    def stuck(self) -> list[str]:
+        """Why the daemon is not making progress (empty while it is): the watchdog asks."""
+        reasons = self.status.stuck()
+        if self._delivery is not None and self._delivery.done():
+            reasons.append("the delivery loop has stopped")
+        return reasons
+
+    def problems(self) -> list[str]:
+        """Why the daemon is not healthy (empty when it is): ``/healthz`` asks."""
+        reasons = self.status.unhealthy()
+        if self._delivery is not None and self._delivery.done():
+            reasons.append("the delivery loop has stopped")
+        return reasons
+
+    def pending(self) -> dict[str, int]:
+        """Alerts not yet sent, per target, from the outbox."""
+        return {target: int(entry["pending"]) for target, entry in self.store.outbox_status().items()}
+
+    def status_line(self) -> str:
+        """``3 watches, last change 12 min ago, 0 pending``."""
+        try:
+            pending: int | None = sum(self.pending().values())
+        except Exception:  # an unreadable outbox must not silence the status line
+            pending = None
+        return self.status.summary(pending=pending)
+
     def _note_failure(self, watch: str, reason: str) -> None:
         if watch not in self._failing:
             self.log.warning("watch.failing", watch=watch, reason=reason)
@@ -187,12 +240,18 @@ class App:
         if self._failing.pop(watch, None) is not None:
             self.log.info("watch.recovered", watch=watch)
 
-    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
-        """Poll every watch until ``stop`` is set; reload the config whenever ``reload`` is."""
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None,
+                  extras: Sequence[Extra] = ()) -> None:
+        """Poll every watch until ``stop`` is set; reload the config whenever ``reload`` is.
+
+        ``extras`` start once the first polls are scheduled, and stop with the daemon.
+        """
         reload = reload or asyncio.Event()
         for watch in self.settings.watches:
             self._start_poll(watch, stop)
-        delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
+        delivery = self._delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
+        helpers = [asyncio.create_task(extra(stop), name=f"extra:{i}")
+                   for i, extra in enumerate(extras)]
         self.log.info("daemon.started", watches=len(self._polls),
                       targets=len(self.settings.targets))
         try:
@@ -209,10 +268,17 @@ class App:
             await self._finish_sends()
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            for outcome in await asyncio.gather(*helpers, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    self.log.error("daemon.extra_failed",
+                                   reason=f"{type(outcome).__name__}: {outcome}")
             self.close()
             self.log.info("daemon.stopped")
 
     def _start_poll(self, watch: Watch, stop: asyncio.Event) -> None:
+        self.status.restarted(watch.name)
         self._polls[watch.name] = asyncio.create_task(self._poll(watch, stop),
                                                       name=f"watch:{watch.name}")
 
@@ -227,6 +293,9 @@ class App:
         log.redactor.update(settings.secrets | self.settings.secrets)
         old = {w.name: w for w in self.settings.watches}
         self.settings = settings
+        self.status.configure(settings.watches)
+        for name in old.keys() - {w.name for w in settings.watches}:
+            self.metrics.forget_watch(name)
         senders = build_senders(settings, self._executor, console=self._console)
         for part in (self.deliverer, self.operator):
             part.settings, part.senders = settings, senders
@@ -261,18 +330,22 @@ class App:
         # A little jitter spreads the first polls of many watches (and many daemons).
         next_tick = loop.time() + random.uniform(0, min(watch.interval * 0.05, 5.0))
         while not stop.is_set():
+            self.status.waiting(watch.name, next_tick)
             await _sleep_until(stop, next_tick)
             if stop.is_set():
                 return
+            self.status.cycle_started(watch.name)
             try:
-                await self.cycle(watch)
+                self._observe(watch, await self.cycle(watch))
             except StateError as exc:
                 # Never poll on without a place to record what we see: stop the daemon.
                 self.fatal = exc
                 stop.set()
                 return
-            except Exception:
+            except Exception as exc:
                 self.log.exception("cycle.crashed", watch=watch.name)
+                self._observe(watch, CycleResult(watch.name, "crashed",
+                                                 error=f"{type(exc).__name__}: {exc}"))
             # Fixed rate: the next tick does not drift by how long the cycle took.
             next_tick += watch.interval
             now = loop.time()

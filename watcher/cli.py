@@ -14,6 +14,8 @@ import gzip
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -22,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from watcher import __version__, config, demo, log, snapshot, yamldoc
-from watcher.app import App, CycleResult, iso, run_once
+from watcher import __version__, config, demo, http, log, sdnotify, snapshot, yamldoc
+from watcher.app import App, CycleResult, Extra, iso, run_once
 from watcher.diff import diff
 from watcher.errors import ConfigError, SnapshotError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
@@ -112,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "context length, expiration date, removals and returns.")
     show.add_argument("model", metavar="MODEL", help="the model id, e.g. z-ai/glm-4.7")
     show.add_argument("--watch", help="only this watch (default: every watch that saw it)")
+    health = sub.add_parser("health", parents=[common],
+                            help="ask the running daemon's /healthz (exit 0 healthy, 1 not)",
+                            description="GET /healthz of the running daemon and print its "
+                                        "answer; exit 0 when it is healthy, 1 when not or "
+                                        "unreachable. For Docker's HEALTHCHECK and scripts.")
+    health.add_argument("--url", help="the health URL (default: /healthz at the config's "
+                                      "http.listen address, asked on loopback)")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="give up after this long (default: 5)")
     sub.add_parser("demo", parents=[common],
                    help="replay bundled real snapshots offline through the real pipeline",
                    description="Start a loopback server that replays four real responses "
@@ -319,10 +330,49 @@ async def _daemon(settings: config.Settings, store: Store, *, stop_early: bool) 
         stop.set()
     async with new_session() as session:
         app = App(settings, store, session)
-        await app.run(stop, reload)
+        extras: list[Extra] = []
+        notifier = sdnotify.Notifier.from_env()
+        if notifier is not None:
+            watchdog = sdnotify.watchdog_interval()
+            extras.append(lambda stop: sdnotify.supervise(app, notifier, stop, watchdog=watchdog))
+        listener = None
+        if settings.http is not None:
+            listener = await http.start(app, settings.http)
+        try:
+            await app.run(stop, reload, extras)
+        finally:
+            if listener is not None:
+                await listener.cleanup()
+            if notifier is not None:
+                notifier.close()
     if app.fatal is not None:
         raise app.fatal
     return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    url = args.url
+    if not url:
+        settings = _settings(args)
+        if settings.http is None:
+            raise ConfigError(f"{settings.path}: http.listen is not configured, so there is no "
+                              "health endpoint to ask (or give --url)")
+        url = f"{settings.http.url}/healthz"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url: expected an http:// URL, got {url!r}")
+    # No proxy: the daemon is local, and a proxy from the environment must not see this.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=args.timeout) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"openrouter-watcher: health: cannot reach {url}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    print(body.decode("utf-8", "replace").strip())
+    return EXIT_OK if status == 200 else EXIT_FAILED
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -474,4 +524,5 @@ COMMANDS = {
     "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
     "diff": cmd_diff, "demo": cmd_demo, "test-notify": cmd_test_notify, "status": cmd_status,
     "show": cmd_show,
+    "health": cmd_health,
 }

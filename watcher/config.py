@@ -91,6 +91,21 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Http:
+    """The optional listener for ``/healthz`` and ``/metrics``."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Where a local client reaches it: a wildcard address is asked on loopback."""
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - mapped away, not bound
+        host = wildcard.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon needs, validated."""
 
@@ -106,6 +121,7 @@ class Settings:
     expiring_soon_days: tuple[int, ...] = (7, 1)
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     warnings: tuple[str, ...] = ()
+    http: Http | None = None        # None: no listener
 
 
 def packaged_config() -> Path:
@@ -130,7 +146,7 @@ def load(path: Path) -> Settings:
     root = yamldoc.load(path)
     keys = root.mapping(
         allowed={"state_dir", "watches", "targets", "rules", "log_level", "delivery",
-                 "expiring_soon_days", "operator"},
+                 "expiring_soon_days", "operator", "http"},
         required={"watches"},
     )
     base = path.parent
@@ -170,7 +186,19 @@ def load(path: Path) -> Settings:
         rule_files=tuple(rule_files), log_level=log_level, delivery=delivery, operator=operator,
         expiring_soon_days=days,
         secrets=frozenset(s for s in secrets if len(s) >= 4), warnings=tuple(warnings),
+        http=_http(keys["http"]) if "http" in keys else None,
     )
+
+
+def _http(value: yamldoc.Value) -> Http:
+    keys = value.mapping(allowed={"listen"}, required={"listen"})
+    listen = keys["listen"].string(expand_env=True)
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise keys["listen"].error(f"expected HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, "
+                                   f"got {listen!r}")
+    return Http(host=host, port=int(port))
 
 
 def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[str]) -> Watch:
