@@ -46,6 +46,7 @@ class WatchProgress:
     interval: float
     budget: float
     started_at: float                      # monotonic: when the loop was (re)configured
+    moved_at: float = 0.0                  # monotonic: the loop's last report of any kind
     busy_since: float | None = None        # monotonic: start of the running cycle
     waiting_until: float | None = None     # monotonic: the next tick, while asleep
     last_success: float | None = None      # monotonic
@@ -82,24 +83,27 @@ class Status:
         """The loop of ``name`` was started anew (start or reload): it has not ticked yet."""
         entry = self.watches.get(name)
         if entry is not None:
-            entry.started_at, entry.busy_since, entry.waiting_until = self.monotonic(), None, None
+            entry.started_at = entry.moved_at = self.monotonic()
+            entry.busy_since = entry.waiting_until = None
 
     def waiting(self, name: str, until: float) -> None:
         entry = self.watches.get(name)
         if entry is not None:
             entry.busy_since, entry.waiting_until = None, until
+            entry.moved_at = self.monotonic()
 
     def cycle_started(self, name: str) -> None:
         entry = self.watches.get(name)
         if entry is not None:
-            entry.busy_since, entry.waiting_until = self.monotonic(), None
+            entry.busy_since = entry.moved_at = self.monotonic()
+            entry.waiting_until = None
 
     def cycle_finished(self, name: str, outcome: str, *, models: int | None = None,
                        error: str | None = None) -> None:
         entry = self.watches.get(name)
         if entry is None:
             return
-        entry.busy_since = None
+        entry.busy_since, entry.moved_at = None, self.monotonic()
         entry.last_outcome, entry.last_error = outcome, error
         if outcome in SUCCESS:
             entry.last_success, entry.last_success_at = self.monotonic(), self.wall()
@@ -121,8 +125,9 @@ class Status:
                 late = now - entry.waiting_until
                 if late > LATE:
                     reasons.append(f"watch {name}: the poll loop is {late:.0f}s late")
-            elif now - entry.started_at > LATE + entry.interval * 0.05:
-                reasons.append(f"watch {name}: the poll loop has not started")
+            elif now - entry.moved_at > LATE + min(entry.interval * 0.05, 5.0):  # + first jitter
+                reasons.append(f"watch {name}: the poll loop has not moved for "
+                               f"{now - entry.moved_at:.0f}s")
         return reasons
 
     def unhealthy(self) -> list[str]:
