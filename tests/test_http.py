@@ -137,6 +137,8 @@ def test_healthz_and_metrics_before_and_after_a_change_and_while_failing(
         if daemon.proc and daemon.proc.poll() is None:
             daemon.kill()
     assert "Traceback" not in daemon.logs()
+    for line in daemon.logs().splitlines():  # stderr is not a terminal: JSON lines only
+        assert isinstance(json.loads(line), dict), line
     assert health_command("--url", f"{base}/healthz").returncode == 1  # nobody listens now
 
 

@@ -57,11 +57,6 @@ class Redactor:
 redactor = Redactor()
 
 
-class _RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redactor.text(super().format(record))
-
-
 def configure(level: str = "info", *, stream: TextIO | None = None,
               json: bool | None = None) -> None:
     """Set up structlog and the stdlib root logger; safe to call again (reload)."""
@@ -87,7 +82,13 @@ def configure(level: str = "info", *, stream: TextIO | None = None,
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
-    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    # Records of third-party loggers (aiohttp, asyncio) get the same shape: one JSON object
+    # per line off a terminal, so that journald and Docker never see a plain-text line.
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, redactor, renderer]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Third-party libraries speak only when something is wrong.

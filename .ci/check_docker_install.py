@@ -1,0 +1,217 @@
+"""Run the Dockerfile's install steps without Docker, then use the result as the image would.
+
+There is no Docker engine on CI machines, so this reads the Dockerfile and carries out
+its build stage under a scratch directory that stands for the container's root:
+
+1. each ``COPY`` of the build stage copies the same files (what is not copied is not
+   there, as in a real build: a file the install needs but the Dockerfile forgets fails);
+2. each ``RUN`` runs the same command, its absolute paths moved under the scratch root;
+3. the final stage's ``COPY`` lines are carried out the same way;
+4. checks of the result: no pip in the app's venv, ``--version``, ``check`` of the image's
+   default config and of examples/config.yaml (secrets read through
+   ``$CREDENTIALS_DIRECTORY``), then the daemon runs as an unprivileged user that can
+   write only its state directory, polls a loopback server, answers ``health`` (the
+   HEALTHCHECK command) and stops on SIGTERM with exit 0.
+
+What this does not check: the base image itself (CI's Python, not python:3.12-slim),
+``useradd``, and Docker's own handling of VOLUME, --read-only and HEALTHCHECK.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOBODY = 65534
+
+
+def stages(dockerfile: str) -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, per stage, with continuation lines joined."""
+    text = re.sub(r"\\\n", " ", dockerfile)
+    out: list[list[tuple[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word.upper() == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((word.upper(), rest.strip()))
+    return out
+
+
+def under(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+def copy(root: Path, workdir: str, args: str) -> None:
+    parts = [p for p in shlex.split(args) if not p.startswith("--")]
+    *sources, dest = parts
+    target = under(root, dest if dest.startswith("/") else f"{workdir}/{dest}")
+    for source in sources:
+        src = REPO / source
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst = target / src.name if dest.endswith("/") else target
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def relocate(root: Path, command: str) -> str:
+    """The command with every absolute path moved under ``root``."""
+    return re.sub(r"(?<![\w.])(/[\w./-]+)", lambda m: str(under(root, m.group(1))), command)
+
+
+def step(what: str) -> None:
+    print(f"-- {what}", flush=True)
+
+
+def main() -> int:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    build, final = stages(dockerfile)[0], stages(dockerfile)[-1]
+    root = Path(tempfile.mkdtemp(prefix="owd-"))
+    root.chmod(0o755)  # the unprivileged user reads the "image", as in a container
+    env_base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(root / "nonexistent"),
+                "LANG": "C.UTF-8"}
+    try:
+        workdir = "/"
+        for word, args in build:
+            if word == "WORKDIR":
+                workdir = args
+                under(root, workdir).mkdir(parents=True, exist_ok=True)
+            elif word == "COPY":
+                step(f"build: COPY {args}")
+                copy(root, workdir, args)
+            elif word == "RUN":
+                command = relocate(root, args)
+                step(f"build: RUN {args}")
+                subprocess.run(["sh", "-c", command], cwd=under(root, workdir), env=env_base,
+                               check=True)
+        env = dict(env_base)
+        for word, args in final:
+            if word == "COPY":
+                if args.startswith("--from="):
+                    _, src, dest = shlex.split(args)
+                    if under(root, src) != under(root, dest):
+                        shutil.copytree(under(root, src), under(root, dest))
+                    step(f"final: COPY {args} (already in place)")
+                else:
+                    step(f"final: COPY {args}")
+                    copy(root, "/", args)
+            elif word == "ENV":
+                for assignment in shlex.split(args):
+                    name, _, value = assignment.partition("=")
+                    value = value.replace("$PATH", env["PATH"])
+                    env[name] = relocate(root, value) if name != "PATH" else ":".join(
+                        str(under(root, p)) if p.startswith("/opt") else p
+                        for p in value.split(":"))
+        venv = Path(env["PATH"].split(":")[0]).parent
+        state = Path(env["STATE_DIRECTORY"])
+        state.mkdir(parents=True)
+        os.chown(state, NOBODY, NOBODY)
+        state.chmod(0o700)
+        secrets = Path(env["CREDENTIALS_DIRECTORY"])
+        secrets.mkdir(parents=True)
+        (secrets / "openrouter-api-key").write_text("sk-or-v1-not-a-real-key\n")
+        (secrets / "slack-url").write_text("json://127.0.0.1:9/not-a-real-hook\n")
+        for path in secrets.iterdir():
+            path.chmod(0o444)
+
+        step("no pip in the app's venv")
+        assert not list(venv.glob("bin/pip*")), list(venv.glob("bin/pip*"))
+        probe = subprocess.run([venv / "bin/python", "-c", "import pip"], capture_output=True,
+                               check=False)
+        assert probe.returncode != 0, "pip is importable in the final venv"
+
+        exe = venv / "bin/openrouter-watcher"
+        step("openrouter-watcher --version")
+        subprocess.run(as_nobody(exe, "--version"), env=env, check=True)
+        step("check the image's default config (as the unprivileged user)")
+        subprocess.run(as_nobody(exe, "check"), env=env, check=True)
+        example = root / "example"
+        example.mkdir()
+        shutil.copy2(REPO / "examples/config.yaml", example / "config.yaml")
+        (example / "rules").mkdir()
+        shutil.copy2(REPO / "rules/default.yaml", example / "rules/default.yaml")
+        step("check examples/config.yaml with secrets from $CREDENTIALS_DIRECTORY")
+        subprocess.run(as_nobody(exe, "check", "--config", example / "config.yaml"), env=env,
+                       check=True)
+        smoke(root, env, exe)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print("docker install steps: OK")
+    return 0
+
+
+def as_nobody(*args: str | Path) -> list[str]:
+    """The command, run as an unprivileged user (the image's USER is not root either)."""
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+            *map(str, args)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def smoke(root: Path, env: dict[str, str], exe: Path) -> None:
+    """The daemon polls a loopback server, is healthy, and stops cleanly on SIGTERM."""
+    www = root / "www"
+    (www / "api/v1").mkdir(parents=True)
+    sample = min((REPO / "tests/data").glob("*.json.gz"))
+    (www / "api/v1/models").write_bytes(gzip.decompress(sample.read_bytes()))
+    upstream_port, http_port = free_port(), free_port()
+    config = root / "smoke.yaml"
+    config.write_text(
+        f'watches: [{{name: models, url: "http://127.0.0.1:{upstream_port}/api/v1/models", '
+        f'interval: 2s}}]\nhttp: {{listen: "127.0.0.1:{http_port}"}}\n')
+    run_env = {**env, "OPENROUTER_WATCHER_CONFIG": str(config)}
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(www),
+         str(upstream_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = root / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(as_nobody(exe, "run"), env=run_env, stdout=out, stderr=out,
+                                  cwd=env["STATE_DIRECTORY"])
+    try:
+        step("run as the unprivileged user; wait for HEALTHCHECK's command to pass")
+        deadline = time.monotonic() + 30
+        while True:
+            health = subprocess.run(as_nobody(exe, "health", "--timeout", "8"),
+                                    env=run_env, capture_output=True, text=True, check=False)
+            if health.returncode == 0:
+                break
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                sys.stdout.write(log.read_text())
+                raise SystemExit(f"never healthy: {health.stdout}{health.stderr}")
+            time.sleep(0.5)
+        assert json.loads(health.stdout)["status"] == "ok"
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        assert any(e.get("event") == "cycle.baseline" for e in lines), "not JSON lines?"
+        step("SIGTERM: exit 0")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, log.read_text()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        upstream.terminate()
+        upstream.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
