@@ -3,8 +3,9 @@
 There is no Docker engine on CI machines, so this reads the Dockerfile and carries out
 its build stage under a scratch directory that stands for the container's root:
 
-1. each ``COPY`` of the build stage copies the same files (what is not copied is not
-   there, as in a real build: a file the install needs but the Dockerfile forgets fails);
+1. each ``COPY`` of the build stage copies the same files, less what .dockerignore keeps
+   out of the build context (what is not copied is not there, as in a real build: a file
+   the install needs but the Dockerfile or .dockerignore forgets fails);
 2. each ``RUN`` runs the same command, its absolute paths moved under the scratch root;
 3. the final stage's ``COPY`` lines are carried out the same way;
 4. checks of the result: no pip in the app's venv, ``--version``, ``check`` of the image's
@@ -19,6 +20,7 @@ What this does not check: the base image itself (CI's Python, not python:3.12-sl
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import json
 import os
@@ -57,14 +59,38 @@ def under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
+def ignored(relative: str) -> bool:
+    """Whether .dockerignore keeps ``relative`` out of the build context (the last matching
+    pattern wins, ``!`` re-includes; a pattern also covers what is under a directory)."""
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    verdict = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        body = pattern.removeprefix("!").rstrip("/").removeprefix("**/")
+        parts = relative.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if pattern.removeprefix("!").startswith("**/"):
+            prefixes += parts  # **/name matches at any depth
+        if any(fnmatch.fnmatchcase(prefix, body) for prefix in prefixes):
+            verdict = not negated
+    return verdict
+
+
 def copy(root: Path, workdir: str, args: str) -> None:
     parts = [p for p in shlex.split(args) if not p.startswith("--")]
     *sources, dest = parts
     target = under(root, dest if dest.startswith("/") else f"{workdir}/{dest}")
     for source in sources:
         src = REPO / source
+        if ignored(source.rstrip("/")):
+            raise SystemExit(f"COPY {source}: excluded from the build context by .dockerignore")
         if src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            def skip(directory: str, names: list[str]) -> set[str]:
+                base = Path(directory).relative_to(REPO)
+                return {n for n in names if ignored(str(base / n))}
+
+            shutil.copytree(src, target, dirs_exist_ok=True, ignore=skip)
         else:
             dst = target / src.name if dest.endswith("/") else target
             dst.parent.mkdir(parents=True, exist_ok=True)
