@@ -110,6 +110,7 @@ def test_healthz_and_metrics_before_and_after_a_change_and_while_failing(
         assert value(after, "openrouter_watcher_events_total", watch="models",
                      type="expiration_set") == 1
         assert value(after, "openrouter_watcher_alerts_total", rule="exp", target="out") == 1
+        assert value(after, "openrouter_watcher_notifications_sent_total", target="out") == 1
         assert value(after, "openrouter_watcher_last_success_timestamp_seconds",
                      watch="models") > first_success
         assert health(base)[0] == 200
@@ -140,6 +141,45 @@ def test_healthz_and_metrics_before_and_after_a_change_and_while_failing(
     for line in daemon.logs().splitlines():  # stderr is not a terminal: JSON lines only
         assert isinstance(json.loads(line), dict), line
     assert health_command("--url", f"{base}/healthz").returncode == 1  # nobody listens now
+
+
+def test_failed_and_dead_lettered_notifications_are_counted(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    from tests.sinks import WebhookSink
+
+    sink = WebhookSink(fail_first=1000).start()
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    fake_openrouter.set_script([24, 25])
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - {name: exp, on: [expiration_set], notify: [hook]}\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+state_dir: state
+watches: [{{name: models, url: "{fake_openrouter.url}", interval: 1s, timeout: 5s}}]
+targets:
+  hook: {sink.url()}
+rules: [rules.yaml]
+delivery: {{max_age: 1s, retry_backoff: 0.2s, max_backoff: 0.3s, stop_grace: 1s}}
+http: {{listen: "127.0.0.1:{port}"}}
+""")
+    daemon = Daemon(path).start()
+    try:
+        wait_for(lambda: _up(base) and value(samples(base),
+                                             "openrouter_watcher_notifications_dead_lettered_total",
+                                             target="hook"), timeout=20, what="a dead letter")
+        metrics = samples(base)
+        assert value(metrics, "openrouter_watcher_notifications_dead_lettered_total",
+                     target="hook") == 1
+        assert value(metrics, "openrouter_watcher_notifications_failed_total",
+                     target="hook") == len(sink.requests) >= 2
+        assert value(metrics, "openrouter_watcher_notifications_pending", target="hook") == 0
+        assert value(metrics, "openrouter_watcher_notifications_sent_total", target="hook") is None
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+        sink.stop()
 
 
 def test_unhealthy_from_the_start_when_the_upstream_never_answers(

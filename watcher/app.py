@@ -81,7 +81,9 @@ class App:
         self._polls: dict[str, asyncio.Task[None]] = {}
         if senders is None:
             senders = build_senders(settings, self._executor, console=console)
-        self.deliverer = Deliverer(settings, store, senders, clock=lambda: self.clock().timestamp())
+        self.metrics = Metrics()
+        self.deliverer = Deliverer(settings, store, senders, clock=lambda: self.clock().timestamp(),
+                                   metrics=self.metrics)
         self.operator = OperatorNotices(settings, senders, clock=lambda: self.clock().timestamp())
         self._baselines: dict[str, snapshot.Snapshot | None] = {}
         self._holds: dict[str, Hold] = {}
@@ -90,7 +92,6 @@ class App:
         self.log = log.get()
         self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
         self.status.configure(settings.watches)
-        self.metrics = Metrics()
         self._delivery: asyncio.Task[None] | None = None
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:

@@ -25,6 +25,7 @@ import orjson
 from watcher import log
 from watcher.config import Settings, Target
 from watcher.errors import DeliveryError, WatcherError
+from watcher.metrics import Metrics
 from watcher.notify.render import Message, body_format, compose
 from watcher.notify.templates import TemplateRefused
 from watcher.store import Group, Store
@@ -106,11 +107,12 @@ class Deliverer:
     """Drains the outbox, one task per target."""
 
     def __init__(self, settings: Settings, store: Store, senders: Mapping[str, Sender], *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.senders = senders
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.wake = asyncio.Event()
         self.log = log.get()
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -163,6 +165,7 @@ class Deliverer:
         now = self.clock()
         if sender is None or target is None:
             self.store.mark_dead(group.rows, now, f"target {group.target!r} is no longer configured")
+            self.metrics.notification_dead_lettered(group.target, len(group.rows))
             self.log.error("notify.dead_lettered", target=group.target, rows=len(group.rows),
                            reason="target no longer configured")
             return
@@ -178,6 +181,7 @@ class Deliverer:
             self._failed(group, log.redactor.text(f"{type(exc).__name__}: {exc}"))
             return
         self.store.mark_sent(group.rows, self.clock())
+        self.metrics.notification_sent(group.target)
         if group.target in self._failing:
             self._failing.discard(group.target)
             self.log.info("notify.recovered", target=group.target)
@@ -187,8 +191,10 @@ class Deliverer:
     def _failed(self, group: Group, reason: str) -> None:
         now = self.clock()
         policy = self.settings.delivery
+        self.metrics.notification_failed(group.target)
         if now - group.created_at >= policy.max_age:
             self.store.mark_dead(group.rows, now, reason)
+            self.metrics.notification_dead_lettered(group.target, len(group.rows))
             self.log.error("notify.dead_lettered", target=group.target, alerts=len(group.rows),
                            attempts=group.attempts + 1, reason=reason)
             return
