@@ -11,8 +11,9 @@ its build stage under a scratch directory that stands for the container's root:
 4. checks of the result: no pip in the app's venv, ``--version``, ``check`` of the image's
    default config and of examples/config.yaml (secrets read through
    ``$CREDENTIALS_DIRECTORY``), then the daemon runs as an unprivileged user that can
-   write only its state directory, polls a loopback server, answers ``health`` (the
-   HEALTHCHECK command) and stops on SIGTERM with exit 0.
+   write only its state directory (no writable home), polls a loopback server, answers
+   ``health`` (the HEALTHCHECK command), sends a change through Apprise to a loopback
+   webhook, and stops on SIGTERM with exit 0; its log is JSON lines.
 
 What this does not check: the base image itself (CI's Python, not python:3.12-slim),
 ``useradd``, and Docker's own handling of VOLUME, --read-only and HEALTHCHECK.
@@ -195,21 +196,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SINK = """
+import http.server, sys
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[2], "ab") as out:
+            out.write(body + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Hook).serve_forever()
+"""
+
+
+def snapshot(number: int) -> bytes:
+    (path,) = (REPO / "tests/data").glob(f"{number:03d}_*.json.gz")
+    return gzip.decompress(path.read_bytes())
+
+
 def smoke(root: Path, env: dict[str, str], exe: Path) -> None:
-    """The daemon polls a loopback server, is healthy, and stops cleanly on SIGTERM."""
+    """As the unprivileged user, with no writable home: the daemon polls a loopback server,
+    is healthy by the HEALTHCHECK command, sends a change through Apprise to a loopback
+    webhook, and stops cleanly on SIGTERM."""
     www = root / "www"
     (www / "api/v1").mkdir(parents=True)
-    sample = min((REPO / "tests/data").glob("*.json.gz"))
-    (www / "api/v1/models").write_bytes(gzip.decompress(sample.read_bytes()))
-    upstream_port, http_port = free_port(), free_port()
+    served = www / "api/v1/models"
+    served.write_bytes(snapshot(24))
+    upstream_port, http_port, sink_port = free_port(), free_port(), free_port()
+    received = root / "sink.jsonl"
+    (root / "smoke-rules.yaml").write_text(
+        "rules: [{name: exp, on: [expiration_set], notify: [hook]}]\n")
     config = root / "smoke.yaml"
     config.write_text(
         f'watches: [{{name: models, url: "http://127.0.0.1:{upstream_port}/api/v1/models", '
-        f'interval: 2s}}]\nhttp: {{listen: "127.0.0.1:{http_port}"}}\n')
+        f'interval: 1s}}]\n'
+        f'targets: {{hook: "json://127.0.0.1:{sink_port}/hook"}}\n'
+        f"rules: [smoke-rules.yaml]\n"
+        f'http: {{listen: "127.0.0.1:{http_port}"}}\n')
     run_env = {**env, "OPENROUTER_WATCHER_CONFIG": str(config)}
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(www),
-         str(upstream_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    helpers = [
+        subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                          "--directory", str(www), str(upstream_port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-c", SINK, str(sink_port), str(received)]),
+    ]
     log = root / "daemon.log"
     with log.open("wb") as out:
         daemon = subprocess.Popen(as_nobody(exe, "run"), env=run_env, stdout=out, stderr=out,
@@ -227,16 +260,30 @@ def smoke(root: Path, env: dict[str, str], exe: Path) -> None:
                 raise SystemExit(f"never healthy: {health.stdout}{health.stderr}")
             time.sleep(0.5)
         assert json.loads(health.stdout)["status"] == "ok"
+        step("a change upstream reaches the webhook through Apprise")
+        swap = served.with_suffix(".new")
+        swap.write_bytes(snapshot(25))
+        swap.replace(served)
+        deadline = time.monotonic() + 30
+        while not (received.exists() and received.read_bytes().strip()):
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                sys.stdout.write(log.read_text())
+                raise SystemExit("the change never reached the webhook")
+            time.sleep(0.2)
+        assert b"expiration_set" in received.read_bytes()
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        assert any(e.get("event") == "cycle.baseline" for e in lines), "not JSON lines?"
+        events = {e.get("event") for e in lines}
+        assert {"cycle.baseline", "cycle.changed"} <= events, events
         step("SIGTERM: exit 0")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0, log.read_text()
+        assert "notify.sent" in {json.loads(x).get("event") for x in log.read_text().splitlines()}
     finally:
         if daemon.poll() is None:
             daemon.kill()
-        upstream.terminate()
-        upstream.wait(10)
+        for helper in helpers:
+            helper.terminate()
+            helper.wait(10)
 
 
 if __name__ == "__main__":
