@@ -17,8 +17,7 @@ RUN sh docker/install.sh /opt/openrouter-watcher /src
 # Final stage: the venv, the config, a user; no compiler, no pip in the app's venv.
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="openrouter-watcher" \
-      org.opencontainers.image.description="Alerts on changes to the OpenRouter model catalogue" \
-      org.opencontainers.image.licenses="MIT"
+      org.opencontainers.image.description="Alerts on changes to the OpenRouter model catalogue"
 RUN useradd --system --user-group --uid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin watcher \
     && install -d -o watcher -g watcher -m 0700 /var/lib/openrouter-watcher
