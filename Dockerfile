@@ -11,6 +11,8 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md CHANGELOG.md ./
 COPY watcher/ watcher/
+# watcher/defaults/rules/default.yaml is a link to rules/default.yaml: the wheel needs both.
+COPY rules/ rules/
 COPY docker/install.sh docker/install.sh
 RUN sh docker/install.sh /opt/openrouter-watcher /src
 

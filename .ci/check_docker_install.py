@@ -91,7 +91,10 @@ def copy(root: Path, workdir: str, args: str) -> None:
                 base = Path(directory).relative_to(REPO)
                 return {n for n in names if ignored(str(base / n))}
 
-            shutil.copytree(src, target, dirs_exist_ok=True, ignore=skip)
+            # Docker's COPY keeps symlinks as links (watcher/defaults/rules/default.yaml
+            # points at rules/default.yaml): copy them as links too, so a link whose
+            # target the build stage did not COPY breaks here as it would in a build.
+            shutil.copytree(src, target, dirs_exist_ok=True, ignore=skip, symlinks=True)
         else:
             dst = target / src.name if dest.endswith("/") else target
             dst.parent.mkdir(parents=True, exist_ok=True)
