@@ -229,11 +229,8 @@ async def test_min_change_pct_lets_through_exactly_the_changes_of_10_percent_or_
 
 
 def store_events(tmp_path: Path) -> list[dict]:
-    store = Store.open(tmp_path / "state")
-    try:
+    with Store.open(tmp_path / "state") as store:
         return store.events()
-    finally:
-        store.close()
 
 
 async def test_settle_window_drops_flaps_and_sends_what_holds(
@@ -269,11 +266,8 @@ async def test_settle_window_drops_flaps_and_sends_what_holds(
 
 
 def store_status(tmp_path: Path) -> dict:
-    store = Store.open(tmp_path / "state")
-    try:
+    with Store.open(tmp_path / "state") as store:
         return store.outbox_status()
-    finally:
-        store.close()
 
 
 async def test_expiring_soon_reminds_once_per_threshold(

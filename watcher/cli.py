@@ -186,8 +186,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = Store.open(settings.state_dir)
-    try:
+    with Store.open(settings.state_dir) as store:
         # With --format json stdout carries only events: console:// digests go to stderr.
         console = sys.stderr if args.format == "json" else None
         results = asyncio.run(run_once(settings, store, console=console, dry_run=args.dry_run))
@@ -195,8 +194,6 @@ def cmd_once(args: argparse.Namespace) -> int:
             _print_dry_run(settings, results, args.format)
             return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
         pending = {t: s["pending"] for t, s in store.outbox_status().items() if s["pending"]}
-    finally:
-        store.close()
     for result in results:
         _print_events(result.events, args.format)
         if args.format == "text":
@@ -278,11 +275,8 @@ async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str,
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = Store.open(settings.state_dir)
-    try:
+    with Store.open(settings.state_dir) as store:
         checks, targets = store.last_checks(), store.outbox_status()
-    finally:
-        store.close()
     if args.format == "json":
         print(orjson.dumps({"watches": checks, "targets": targets}).decode())
         return EXIT_OK
@@ -313,11 +307,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings(args)
-    store = Store.open(settings.state_dir)
-    try:
+    with Store.open(settings.state_dir) as store:
         return asyncio.run(_daemon(settings, store, stop_early=bool(early)))
-    finally:
-        store.close()
 
 
 async def _daemon(settings: config.Settings, store: Store, *, stop_early: bool) -> int:
@@ -383,12 +374,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         if seconds is None:
             raise ConfigError(f"--since: expected an age such as 30m, 12h or 7d, got {args.since!r}")
         since = iso(datetime.now(UTC) - timedelta(seconds=seconds))
-    store = Store.open(settings.state_dir)
-    try:
+    with Store.open(settings.state_dir) as store:
         events = store.events(EventQuery(watch=args.watch, model_glob=args.model,
                                          type=args.type, since=since, limit=args.limit))
-    finally:
-        store.close()
     if args.format == "csv":
         _print_csv(events)
     else:
@@ -417,12 +405,9 @@ def _cell(value: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = Store.open(settings.state_dir)
-    try:
+    with Store.open(settings.state_dir) as store:
         watches = [args.watch] if args.watch else store.watches()
         stories = [timeline(args.model, store.snapshots(w), watch=w) for w in watches]
-    finally:
-        store.close()
     stories = [s for s in stories if s["first_seen"] is not None]
     if not stories:
         print(f"openrouter-watcher: no stored snapshot has a model {args.model!r}",
@@ -495,8 +480,7 @@ async def _demo() -> int:
         async with demo.replay_server([body for _, body in snapshots]) as url:
             settings = demo.demo_settings(url, Path(state_dir))
             print(f"Replaying {len(snapshots)} real /api/v1/models responses from {url}\n")
-            store = Store.open(settings.state_dir)
-            try:
+            with Store.open(settings.state_dir) as store:
                 # The clock reads each snapshot's own time, so dates and reminders are as
                 # they were then.
                 now = {"at": datetime.now(UTC)}
@@ -513,8 +497,6 @@ async def _demo() -> int:
                         await app.deliverer.drain()
                         print()
                     app.close()
-            finally:
-                store.close()
     print("That was the real pipeline against a local replay server. Next: "
           "`openrouter-watcher once` polls openrouter.ai itself.")
     return EXIT_OK
