@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +84,10 @@ CREATE TABLE IF NOT EXISTS reminders (
     expiration_date TEXT NOT NULL,
     days            INTEGER NOT NULL,
     PRIMARY KEY (watch, model, expiration_date, days)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL                   -- instance: a random UUID naming this database
 ) WITHOUT ROWID;
 """
 
@@ -164,6 +169,17 @@ class Store:
                              "then records a new baseline).") from None
         return cls(conn, path)
 
+    @classmethod
+    def open_reader(cls, path: Path) -> Store:
+        """A read-only connection to the existing database at ``path``, for a reader in
+        another thread (the web pages build timelines off the daemon's loop)."""
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                   isolation_level=None, timeout=10)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot read the state database: {exc}") from None
+        return cls(conn, path)
+
     def close(self) -> None:
         self._conn.close()
 
@@ -172,6 +188,15 @@ class Store:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def instance_id(self) -> uuid.UUID:
+        """A random UUID made once per database: what tells this database's event ids from
+        another's (a state directory started afresh counts events from 1 again)."""
+        with self.transaction() as tx:
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)",
+                       (str(uuid.uuid4()),))
+            (value,) = tx.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
+        return uuid.UUID(value)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -340,6 +365,10 @@ class Store:
 
     def events(self, query: EventQuery = EventQuery()) -> list[Event]:
         """Stored events matching ``query``, oldest first."""
+        return [event for _, event in self.event_rows(query)]
+
+    def event_rows(self, query: EventQuery = EventQuery()) -> list[tuple[int, Event]]:
+        """Like :meth:`events`, each with its row id (stable: the feed's entry ids)."""
         where, args = [], []
         if query.watch:
             where.append("watch = ?")
@@ -353,7 +382,7 @@ class Store:
         if query.since:
             where.append("detected_at >= ?")
             args.append(query.since)
-        sql = "SELECT body FROM events"
+        sql = "SELECT id, body FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -363,7 +392,7 @@ class Store:
             rows = self._conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read events: {exc}") from None
-        return [orjson.loads(r[0]) for r in reversed(rows)]
+        return [(r[0], orjson.loads(r[1])) for r in reversed(rows)]
 
     def last_checks(self) -> dict[str, dict[str, Any]]:
         """The newest check of every watch."""

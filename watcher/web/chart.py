@@ -1,0 +1,156 @@
+"""A model's token prices over time as an inline SVG step chart: pure, values in, text out.
+
+One step line per per-token pricing key, in dollars per million tokens (what people
+compare); per-unit prices (per image, per request) have other units and stay in the
+table beside the chart.  Periods when the model was not listed are shaded.  Everything
+that came from the catalogue (pricing keys) is escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+from watcher.diff import as_decimal
+from watcher.notify.render import MILLION, PER_TOKEN, money
+
+WIDTH, HEIGHT = 720, 260
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 28
+# Okabe-Ito: told apart by people with any common colour-vision deficiency.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+
+
+@dataclass(frozen=True)
+class Step:
+    at: datetime
+    per_million: Decimal | None  # None: not a number we can draw (variable pricing)
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def chartable(prices: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Step]]:
+    """The per-token series of a timeline's ``prices``, per million tokens."""
+    out: dict[str, list[Step]] = {}
+    for key, points in prices.items():
+        if key not in PER_TOKEN:
+            continue
+        steps = []
+        for point in points:
+            number = as_decimal(point["price"])
+            steps.append(Step(parse_time(point["at"]),
+                              None if number is None or number < 0 else number * MILLION))
+        if any(s.per_million is not None for s in steps):
+            out[key] = steps
+    return out
+
+
+def legend(prices: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    """``(key, colour)`` of each line :func:`price_chart` draws, in its order."""
+    return [(key, PALETTE[i % len(PALETTE)]) for i, key in enumerate(chartable(prices))]
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is at least ``value``."""
+    if value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value))
+    for mantissa in (1, 2, 2.5, 5, 10):
+        candidate = mantissa * 10.0 ** exponent
+        if candidate >= value * (1 - 1e-9):
+            return candidate
+    return 10.0 ** (exponent + 1)  # pragma: no cover - the loop ends at 10
+
+
+def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str, end: str,
+                absent: Sequence[tuple[str, str]] = (), title: str = "Price history") -> str:
+    """SVG markup, or "" when there is no per-token price to draw.
+
+    ``start``/``end`` bound the time axis; ``absent`` are ``(from, to)`` times when the
+    model was not listed.
+    """
+    series = chartable(prices)
+    if not series:
+        return ""
+    t0, t1 = parse_time(start), parse_time(end)
+    if t1 - t0 < timedelta(days=1):
+        t1 = t0 + timedelta(days=1)
+    top = max(float(s.per_million) for steps in series.values() for s in steps
+              if s.per_million is not None)
+    step = nice_ceiling(top / 4)
+    ticks = max(1, math.ceil(top * 1.05 / step))
+    y_max = step * ticks
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    span = (t1 - t0).total_seconds()
+
+    def x(moment: datetime) -> float:
+        return round(LEFT + plot_w * min(max((moment - t0).total_seconds() / span, 0.0), 1.0), 1)
+
+    def y(value: Decimal) -> float:
+        return round(TOP + plot_h * (1 - float(value) / y_max), 1)
+
+    parts = [
+        (f'<svg class="price-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} '
+         f'{HEIGHT}" role="img" aria-label="{escape(title)}" preserveAspectRatio="xMidYMid meet">'),
+        f"<title>{escape(title)}</title>",
+    ]
+    for start_absent, end_absent in absent:
+        a, b = x(parse_time(start_absent)), x(parse_time(end_absent))
+        parts.append(f'<rect class="absent" x="{a}" y="{TOP}" width="{max(b - a, 1.0)}" '
+                     f'height="{plot_h}" fill="#888" fill-opacity="0.15">'
+                     f"<title>not listed {escape(start_absent)} .. {escape(end_absent)}</title></rect>")
+    for tick in range(ticks + 1):
+        value = step * tick
+        ty = round(TOP + plot_h * (1 - tick / ticks), 1)
+        parts.append(f'<line x1="{LEFT}" y1="{ty}" x2="{WIDTH - RIGHT}" y2="{ty}" '
+                     f'stroke="#ccc" stroke-width="1"/>')
+        label = money(Decimal(repr(round(value, 9))))
+        parts.append(f'<text class="y-label" x="{LEFT - 6}" y="{ty + 4}" text-anchor="end" '
+                     f'font-size="12">{escape(label)}</text>')
+    for tick in range(5):
+        moment = t0 + (t1 - t0) * tick / 4
+        tx = x(moment)
+        text = moment.strftime("%Y-%m-%d" if span >= 4 * 86400 else "%m-%d %H:%M")
+        anchor = "start" if tick == 0 else "end" if tick == 4 else "middle"
+        parts.append(f'<line x1="{tx}" y1="{TOP + plot_h}" x2="{tx}" y2="{TOP + plot_h + 5}" '
+                     f'stroke="#666"/>')
+        parts.append(f'<text class="x-label" x="{tx}" y="{TOP + plot_h + 20}" '
+                     f'text-anchor="{anchor}" font-size="12">{text}</text>')
+    parts.append(f'<text x="{LEFT}" y="{TOP - 10}" font-size="12">$ / 1M tokens</text>')
+    parts.append(f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" '
+                 f'y2="{TOP + plot_h}" stroke="#666"/>')
+    end_x = x(t1)
+    for index, (key, steps) in enumerate(series.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        parts.append(f'<path class="series" data-key="{escape(key)}" fill="none" '
+                     f'stroke="{colour}" stroke-width="2" d="{_step_path(steps, x, y, end_x)}">'
+                     f"<title>{escape(key)} $ / 1M {escape(PER_TOKEN[key])}</title></path>")
+        parts.extend(
+            f'<circle cx="{x(step.at)}" cy="{y(step.per_million)}" r="3" fill="{colour}">'
+            f"<title>{escape(key)}: {escape(money(step.per_million))} since "
+            f"{step.at:%Y-%m-%d %H:%M}</title></circle>"
+            for step in steps if step.per_million is not None)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _step_path(steps: Sequence[Step], x: Any, y: Any, end_x: float) -> str:
+    """``M x y H x V y ...``: a price holds until the next one; a gap breaks the line."""
+    out: list[str] = []
+    drawing = False
+    for index, step in enumerate(steps):
+        next_x = x(steps[index + 1].at) if index + 1 < len(steps) else end_x
+        if step.per_million is None:
+            drawing = False
+            continue
+        here_x, here_y = x(step.at), y(step.per_million)
+        out.append(f"V{here_y}" if drawing else f"M{here_x} {here_y}")
+        out.append(f"H{next_x}")
+        drawing = True
+    return " ".join(out)

@@ -1,0 +1,155 @@
+"""The HTML pages: pure functions from stored data to a document.
+
+Templates live in ``templates/`` and are rendered by Jinja2 with autoescaping on, so
+every value that came from the catalogue (model names, descriptions, even pricing keys)
+is escaped unless it is :class:`markupsafe.Markup` made here (the SVG chart, which
+escapes its own text).  Nothing here knows the config: no target, URL or key can show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from functools import cache
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
+
+from watcher.events import EVENT_TYPES, Event
+from watcher.notify.render import describe, price, price_unit
+from watcher.web import chart
+from watcher.web.filters import Filters
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("watcher.web", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+
+
+def model_path(prefix: str, model: str) -> str:
+    """``/models/mistralai/devstral-2512:free``: ids keep their ``/`` and ``:``."""
+    return f"{prefix}/models/{quote(model, safe='/:@')}"
+
+
+def _time_text(at: str | None) -> str:
+    return "" if not at else at.replace("T", " ").removesuffix("Z")[:16]
+
+
+def _trend(event: Event) -> str:
+    pct = event.get("change_pct")
+    if event["type"] == "price_changed" and isinstance(pct, (int, float)):
+        return "up" if pct > 0 else "down" if pct < 0 else ""
+    return {"model_removed": "up", "model_unavailable_to_account": "up", "expiring_soon": "up",
+            "expiration_set": "up", "model_added": "down"}.get(event["type"], "")
+
+
+def event_row(event: Event, today: date | None) -> dict[str, Any]:
+    text = describe(event, today)
+    if event["type"] == "model_added" and event.get("in_baseline"):
+        text = "present when watching started" + text.removeprefix("new model")
+    return {"at": event["detected_at"], "at_text": _time_text(event["detected_at"]),
+            "watch": event["watch"], "type": event["type"], "model": event["model"],
+            "name": event.get("name"), "text": text, "trend": _trend(event)}
+
+
+def index_page(*, events: Sequence[Event], filters: Filters, watches: Sequence[str],
+               account: Mapping[str, Sequence[str]] | None, today: date | None,
+               prefix: str = "", more: bool = False) -> str:
+    """Recent changes, newest first, with the filter form and the account's missing models."""
+    query = filters.query_string(limit=False)
+    suffix = f"?{query}" if query else ""
+    more_url = ""
+    if more:
+        bigger = Filters(**{**filters.__dict__, "limit": filters.limit * 4})
+        more_url = f"{prefix}/?{bigger.query_string()}"
+    return _environment().get_template("index.html").render(
+        prefix=prefix, filters=filters, filter_text=filters.describe(),
+        types=sorted(EVENT_TYPES), watches=watches,
+        account={w: list(m) for w, m in (account or {}).items()},
+        rows=[event_row(e, today) for e in events], model_url=_model_url(prefix),
+        feed_url=f"{prefix}/feed.atom{suffix}", json_url=f"{prefix}/api/events{suffix}",
+        more_url=more_url)
+
+
+def _model_url(prefix: str) -> Callable[[str], str]:
+    return lambda model: model_path(prefix, model)
+
+
+def model_page(*, model: str, stories: Sequence[Mapping[str, Any]], unavailable_in: Sequence[str],
+               today: date | None, prefix: str = "") -> str:
+    """One model's timelines (one per watch that saw it) with the price chart."""
+    name = next((s["name"] for s in reversed(stories) if s.get("name")), None)
+    query = f"model={quote(model, safe='')}"
+    return _environment().get_template("model.html").render(
+        prefix=prefix, model=model, name=name, unavailable_in=list(unavailable_in),
+        stories=[_story(s, today) for s in stories],
+        json_url=f"{prefix}/api/models/{quote(model, safe='/:@')}",
+        feed_url=f"{prefix}/feed.atom?{query}")
+
+
+def error_page(*, status: int, heading: str, message: str, prefix: str = "") -> str:
+    return _environment().get_template("error.html").render(
+        prefix=prefix, status=status, heading=heading, message=message)
+
+
+def _story(story: Mapping[str, Any], today: date | None) -> dict[str, Any]:
+    events: list[Event] = story["events"]
+    end = max([story["last_seen"], *(e["detected_at"] for e in events)])
+    absent = _absent(events, end, present=story["present"])
+    gone_since = absent[-1][0] if absent and not story["present"] else ""
+    title = f"Prices of {story['name'] or story['model']} per million tokens"
+    svg = chart.price_chart(story["prices"], start=story["first_seen"], end=end, absent=absent,
+                            title=title)
+    context = story["context_length"]
+    return {
+        "watch": story["watch"], "present": story["present"],
+        "gone_since": _time_text(gone_since),
+        "first_seen_text": _time_text(story["first_seen"]),
+        "last_seen_text": _time_text(story["last_seen"]),
+        "in_baseline": bool(events and events[0].get("in_baseline")),
+        "context_text": _tokens(context[-1]["context_length"]) if context else "unknown",
+        "expiration": _expiration(events),
+        "chart": Markup(svg) if svg else "",  # noqa: S704 - chart.py escapes every text it writes
+        "legend": chart.legend(story["prices"]), "absent": absent,
+        "price_rows": [{"key": key, "price": price(p["price"], key), "unit": price_unit(key),
+                        "since": _time_text(p["at"])}
+                       for key, points in story["prices"].items() for p in reversed(points)],
+        "context_rows": [{"tokens": _tokens(c["context_length"]), "since": _time_text(c["at"])}
+                         for c in reversed(context)],
+        "rows": [event_row(e, today) for e in reversed(events)],
+    }
+
+
+def _absent(events: Sequence[Event], end: str, *, present: bool) -> list[tuple[str, str]]:
+    """``(from, to)`` of each time the model was not listed, from its removals and returns."""
+    out: list[tuple[str, str]] = []
+    gone: str | None = None
+    for event in events:
+        if event["type"] == "model_removed":
+            gone = event["detected_at"]
+        elif event["type"] == "model_added" and gone is not None:
+            out.append((gone, event["detected_at"]))
+            gone = None
+    if gone is not None and not present:
+        out.append((gone, end))
+    return out
+
+
+def _expiration(events: Sequence[Event]) -> str | None:
+    """The expiration date the newest event tells, if any."""
+    current = None
+    for event in events:
+        if event["type"] in ("model_added", "model_removed"):
+            info = event.get("new") if event["type"] == "model_added" else event.get("old")
+            current = info.get("expiration_date") if isinstance(info, dict) else current
+        elif event["type"] in ("expiration_set", "expiration_changed", "expiration_cleared"):
+            current = event.get("new")
+    return current if isinstance(current, str) else None
+
+
+def _tokens(value: Any) -> str:
+    return f"{value:,} tokens" if isinstance(value, int) else "unknown"

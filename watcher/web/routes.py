@@ -1,0 +1,213 @@
+"""aiohttp handlers for the pages, the feed and the JSON API; everything else is pure.
+
+Reads of events are cheap indexed queries and run on the loop with the daemon's own
+store.  A model's timeline decompresses and parses every stored snapshot of each watch,
+so it runs in a worker thread on a read-only connection of its own, one at a time, and
+never holds up the poll loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from watcher.config import Settings
+from watcher.events import Event
+from watcher.store import Store
+from watcher.timeline import timeline
+from watcher.web import atom, pages
+from watcher.web.filters import FilterError, Filters
+
+Account = Callable[[], Mapping[str, Sequence[str]]]
+
+PAGE_LIMIT = 100
+FEED_LIMIT = 50
+API_LIMIT = 1000
+# No script may run and nothing is loaded from anywhere: a missed escape still cannot act.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass
+class WebState:
+    """What the handlers read: the daemon's store, its settings and the account view."""
+
+    store: Store
+    settings: Callable[[], Settings]
+    account: Account | None
+    instance: uuid.UUID
+    prefix: str = ""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    timelines: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    def watches(self) -> list[str]:
+        """Watches to offer in the filter form: configured ones, then any the database has."""
+        names = [w.name for w in self.settings().watches]
+        return names + [w for w in self.store.watches() if w not in names]
+
+    def account_view(self) -> dict[str, list[str]]:
+        return {w: list(m) for w, m in (self.account() if self.account else {}).items()}
+
+
+STATE = web.AppKey("watcher.web", WebState)
+
+
+def register(app: web.Application, *, store: Store, settings: Settings | Callable[[], Settings],
+             account: Account | None = None, prefix: str = "",
+             clock: Callable[[], datetime] | None = None) -> None:
+    """Add ``/``, ``/models/{id}``, ``/feed.atom``, ``/api/events``, ``/api/models/{id}`` and
+    ``/api/account`` (under ``prefix``) to ``app``.
+
+    ``settings`` may be a callable, so pages follow a reloaded config; ``account`` returns
+    the ids each account watch cannot use (``watcher.app.unavailable_to_account``).  Call
+    it on the loop that owns ``store``'s connection.
+    """
+    getter = settings if callable(settings) else (lambda: settings)
+    state = WebState(store=store, settings=getter, account=account,
+                     instance=store.instance_id(), prefix=prefix.rstrip("/"))
+    if clock is not None:
+        state.clock = clock
+    app[STATE] = state
+    base = state.prefix
+    app.router.add_get(f"{base}/", index)
+    app.router.add_get(f"{base}/feed.atom", feed)
+    app.router.add_get(f"{base}/models/{{id:.+}}", model)
+    app.router.add_get(f"{base}/api/events", api_events)
+    app.router.add_get(f"{base}/api/models/{{id:.+}}", api_model)
+    app.router.add_get(f"{base}/api/account", api_account)
+
+
+async def index(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        filters = Filters.parse(request.query, default_limit=PAGE_LIMIT)
+    except FilterError as exc:
+        return _html(pages.error_page(status=400, heading="Bad filter", message=str(exc),
+                                      prefix=state.prefix), status=400)
+    now = state.clock()
+    rows = state.store.event_rows(filters.event_query(now))
+    body = pages.index_page(
+        events=[e for _, e in reversed(rows)], filters=filters, watches=state.watches(),
+        account=state.account_view(), today=now.date(), prefix=state.prefix,
+        more=len(rows) >= filters.limit)
+    return _html(body)
+
+
+async def model(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    model_id = request.match_info["id"]
+    stories = await _stories(state, model_id, request.query.get("watch"))
+    if not stories:
+        return _html(pages.error_page(
+            status=404, heading="No such model", prefix=state.prefix,
+            message=f"No stored snapshot has a model {model_id!r}."), status=404)
+    unavailable = [w for w, ids in state.account_view().items() if model_id in ids]
+    body = pages.model_page(model=model_id, stories=stories, unavailable_in=unavailable,
+                            today=state.clock().date(), prefix=state.prefix)
+    return _html(body)
+
+
+async def feed(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        filters = Filters.parse(request.query, default_limit=FEED_LIMIT)
+    except FilterError as exc:
+        return _error(400, str(exc))
+    now = state.clock()
+    rows = state.store.event_rows(filters.event_query(now))
+    origin = f"{request.scheme}://{request.host}"
+    query = filters.query_string(limit=False)
+    suffix = f"?{query}" if query else ""
+    described = filters.describe()
+    info = atom.FeedInfo(
+        id=atom.feed_id(state.instance, query),
+        title="OpenRouter changes" + (f": {described}" if described else ""),
+        self_url=f"{origin}{state.prefix}/feed.atom{suffix}",
+        page_url=f"{origin}{state.prefix}/{suffix}",
+        updated=rows[-1][1]["detected_at"] if rows else now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    entries = [(atom.entry_id(state.instance, row), origin + pages.model_path(state.prefix,
+                event["model"]), event) for row, event in reversed(rows)]
+    body = atom.render(info, entries, today=now.date())
+    return _cached(request, body, "application/atom+xml")
+
+
+async def api_events(request: web.Request) -> web.Response:
+    """Stored events as a JSON array, oldest first: what ``history --format json`` prints."""
+    state = request.app[STATE]
+    try:
+        filters = Filters.parse(request.query, default_limit=API_LIMIT)
+    except FilterError as exc:
+        return _error(400, str(exc))
+    events = state.store.events(filters.event_query(state.clock()))
+    return _json(events)
+
+
+async def api_model(request: web.Request) -> web.Response:
+    """A JSON array of the model's timelines, one per watch: what ``show --format json``
+    prints, one per line."""
+    state = request.app[STATE]
+    model_id = request.match_info["id"]
+    stories = await _stories(state, model_id, request.query.get("watch"))
+    if not stories:
+        return _error(404, f"no stored snapshot has a model {model_id!r}")
+    return _json(stories)
+
+
+async def api_account(request: web.Request) -> web.Response:
+    """Per account watch, the ids OpenRouter lists that the account cannot use."""
+    return _json(request.app[STATE].account_view())
+
+
+async def _stories(state: WebState, model_id: str, watch: str | None) -> list[dict[str, Any]]:
+    watches = [watch] if watch else state.store.watches()
+    async with state.timelines:
+        return await asyncio.to_thread(_read_stories, state.store.path, model_id, watches)
+
+
+def _read_stories(path: Path, model_id: str, watches: list[str]) -> list[dict[str, Any]]:
+    reader = Store.open_reader(path)
+    try:
+        stories = [timeline(model_id, reader.snapshots(w), watch=w) for w in watches]
+    finally:
+        reader.close()
+    return [s for s in stories if s["first_seen"] is not None]
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
+                        headers=HEADERS)
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(value), status=status,
+                        content_type="application/json", headers=HEADERS)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _cached(request: web.Request, body: bytes, content_type: str) -> web.Response:
+    """Feed readers poll: answer 304 when they already have this exact document."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {**HEADERS, "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+
+
+__all__ = ["STATE", "Event", "WebState", "register"]
