@@ -112,7 +112,7 @@ def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str
                      f'stroke="#ccc" stroke-width="1"/>')
         label = money(Decimal(repr(round(value, 9))))
         parts.append(f'<text class="y-label" x="{LEFT - 6}" y="{ty + 4}" text-anchor="end" '
-                     f'font-size="12">{escape(label)}</text>')
+                     f'font-size="13">{escape(label)}</text>')
     for tick in range(5):
         moment = t0 + (t1 - t0) * tick / 4
         tx = x(moment)
@@ -121,8 +121,8 @@ def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str
         parts.append(f'<line x1="{tx}" y1="{TOP + plot_h}" x2="{tx}" y2="{TOP + plot_h + 5}" '
                      f'stroke="#666"/>')
         parts.append(f'<text class="x-label" x="{tx}" y="{TOP + plot_h + 20}" '
-                     f'text-anchor="{anchor}" font-size="12">{text}</text>')
-    parts.append(f'<text x="{LEFT}" y="{TOP - 10}" font-size="12">$ / 1M tokens</text>')
+                     f'text-anchor="{anchor}" font-size="13">{text}</text>')
+    parts.append(f'<text x="{LEFT}" y="{TOP - 10}" font-size="13">$ / 1M tokens</text>')
     parts.append(f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" '
                  f'y2="{TOP + plot_h}" stroke="#666"/>')
     end_x = x(t1)
