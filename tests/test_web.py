@@ -95,6 +95,8 @@ async def test_page_lists_recent_changes_newest_first_with_filters(client: TestC
     times = re.findall(r'<time datetime="([^"]+)"', await resp.text())
     assert times == sorted(times, reverse=True)
     assert not [t for t, a in page.tags if t in ("script", "link") and a.get("rel") != "alternate"]
+    assert 'href="/?limit=400"' in await resp.text()  # more of the same
+    assert "Show more" not in await (await client.get("/?limit=10000")).text()
 
     resp = await client.get("/", params={"type": "price_changed", "model": "z-ai/*",
                                          "watch": "models"})

@@ -8,6 +8,7 @@ escapes its own text).  Nothing here knows the config: no target, URL or key can
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from functools import cache
@@ -20,7 +21,7 @@ from markupsafe import Markup
 from watcher.events import EVENT_TYPES, Event
 from watcher.notify.render import describe, price, price_unit
 from watcher.web import chart
-from watcher.web.filters import Filters
+from watcher.web.filters import MAX_LIMIT, Filters
 
 
 @cache
@@ -63,8 +64,8 @@ def index_page(*, events: Sequence[Event], filters: Filters, watches: Sequence[s
     query = filters.query_string(limit=False)
     suffix = f"?{query}" if query else ""
     more_url = ""
-    if more:
-        bigger = Filters(**{**filters.__dict__, "limit": filters.limit * 4})
+    if more and filters.limit < MAX_LIMIT:
+        bigger = dataclasses.replace(filters, limit=min(filters.limit * 4, MAX_LIMIT))
         more_url = f"{prefix}/?{bigger.query_string()}"
     return _environment().get_template("index.html").render(
         prefix=prefix, filters=filters, filter_text=filters.describe(),
