@@ -207,6 +207,13 @@ async def test_feed_entry_ids_are_stable_across_restarts_and_unique_to_a_databas
             await client.close()
         return feed.feed.id, [e.id for e in feed.entries]
 
+    client = await serve(config_path)
+    try:
+        feed = feedparser.parse(await (await client.get("/feed.atom?limit=5&type=model_added")).read())
+    finally:
+        await client.close()
+    assert {link.rel: link.href for link in feed.feed.links}["self"].endswith(
+        "/feed.atom?type=model_added&limit=5")
     first = await ids(config_path)
     assert len(first[1]) == 500
     assert await ids(config_path) == first  # a new Store on the same file: the same ids

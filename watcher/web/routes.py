@@ -136,7 +136,7 @@ async def feed(request: web.Request) -> web.Response:
     info = atom.FeedInfo(
         id=atom.feed_id(state.instance, query),
         title="OpenRouter changes" + (f": {described}" if described else ""),
-        self_url=f"{origin}{state.prefix}/feed.atom{suffix}",
+        self_url=f"{origin}{state.prefix}/feed.atom{_query(filters, FEED_LIMIT)}",
         page_url=f"{origin}{state.prefix}/{suffix}",
         updated=rows[-1][1]["detected_at"] if rows else now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     entries = [(atom.entry_id(state.instance, row), origin + pages.model_path(state.prefix,
@@ -185,6 +185,12 @@ def _read_stories(path: Path, model_id: str, watches: list[str]) -> list[dict[st
     finally:
         reader.close()
     return [s for s in stories if s["first_seen"] is not None]
+
+
+def _query(filters: Filters, default_limit: int) -> str:
+    """``?...`` for a link to the same listing; ``limit`` only when it is not the default."""
+    query = filters.query_string(limit=filters.limit != default_limit)
+    return f"?{query}" if query else ""
 
 
 def _html(body: str, status: int = 200) -> web.Response:
