@@ -21,7 +21,6 @@ import orjson
 from aiohttp import web
 
 from watcher.config import Settings
-from watcher.events import Event
 from watcher.store import Store
 from watcher.timeline import timeline
 from watcher.web import atom, pages
@@ -216,4 +215,4 @@ def _cached(request: web.Request, body: bytes, content_type: str) -> web.Respons
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
-__all__ = ["STATE", "Event", "WebState", "register"]
+__all__ = ["STATE", "WebState", "register"]
