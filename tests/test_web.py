@@ -43,7 +43,11 @@ async def serve(path: Path, account: dict[str, list[str]] | None = None) -> Test
     app = web.Application()
     web_routes.register(app, store=store, settings=settings,
                         account=(lambda: account) if account is not None else None)
-    app.on_cleanup.append(lambda _: asyncio.sleep(0, store.close()))
+
+    async def close_store(_: web.Application) -> None:
+        store.close()
+
+    app.on_cleanup.append(close_store)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client
@@ -333,3 +337,27 @@ async def test_a_real_browser_renders_the_table_and_the_chart(client: TestClient
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(png[16:20], "big") == 390
+
+
+async def test_routes_mount_under_a_prefix_beside_other_routes(config_path: Path) -> None:
+    settings = config.load(config_path)
+    store = Store.open(settings.state_dir)
+    app = web.Application()
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/healthz", healthz)
+    web_routes.register(app, store=store, settings=lambda: settings, prefix="/history/")
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        assert await (await client.get("/healthz")).text() == "ok"
+        html = await (await client.get("/history/", params={"model": "z-ai/*"})).text()
+        assert 'href="/history/models/z-ai/glm-4.7"' in html
+        assert 'action="/history/"' in html
+        assert (await client.get("/history/models/z-ai/glm-4.7")).status == 200
+        assert (await client.get("/history/api/events?limit=1")).status == 200
+        assert (await client.get("/")).status == 404
+    finally:
+        await client.close()
+        store.close()
