@@ -40,6 +40,11 @@ def value(metrics: dict, name: str, **labels: str) -> float | None:
     return metrics.get((name, tuple(sorted(labels.items()))))
 
 
+def fetch_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode()
+
+
 def health(base: str) -> tuple[int, dict]:
     status, body, _ = get(f"{base}/healthz")
     return status, json.loads(body)
@@ -114,6 +119,14 @@ def test_healthz_and_metrics_before_and_after_a_change_and_while_failing(
         assert value(after, "openrouter_watcher_last_success_timestamp_seconds",
                      watch="models") > first_success
         assert health(base)[0] == 200
+        # The same listener serves the history pages, the feed and the JSON API.
+        page = fetch_text(f"{base}/")
+        assert "mistralai/devstral-2512:free" in page
+        assert "<table" in page
+        assert "devstral-2512:free" in fetch_text(f"{base}/feed.atom")
+        api = json.loads(fetch_text(f"{base}/api/events?type=expiration_set"))
+        assert [(e["model"], e["new"]) for e in api] == [("mistralai/devstral-2512:free", "2026-01-27")]
+        assert "<svg" in fetch_text(f"{base}/models/mistralai/mistral-nemo")  # a priced model: a chart
 
         # The upstream fails: unhealthy after 3 intervals without a successful cycle.
         fake_openrouter.set_script([Reply(status=503, body=b"down")])

@@ -1,10 +1,12 @@
-"""The optional HTTP listener: ``/healthz`` and ``/metrics``, on the daemon's own loop.
+"""The optional HTTP listener: ``/healthz``, ``/metrics`` and the history pages, on the
+daemon's own loop.
 
 Off unless the config has ``http: {listen: HOST:PORT}``.  ``/healthz`` answers 200 with a
 small JSON body while every watch had a successful cycle within 3 intervals and the
 delivery loop runs, else 503 with the reasons (``App.problems``).  ``/metrics`` is the
 Prometheus text format of the app's own registry.  Neither shows a secret: reasons pass
-through the log redactor, and no URL or key is part of either answer.
+through the log redactor, and no URL or key is part of either answer.  The change page, the
+model pages, the Atom feed and the JSON API come from :mod:`watcher.web`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import orjson
 from aiohttp import web
 
 from watcher import __version__, log
-from watcher.app import App
+from watcher.app import App, unavailable_to_account
 from watcher.config import Http
 from watcher.errors import WatcherError
+from watcher.web import register as register_pages
 
 APP_KEY = web.AppKey("watcher", App)
 
@@ -28,6 +31,8 @@ async def start(app: App, listen: Http) -> web.AppRunner:
     server[APP_KEY] = app
     server.router.add_get("/healthz", healthz)
     server.router.add_get("/metrics", metrics)
+    register_pages(server, store=app.store, settings=lambda: app.settings,
+                   account=lambda: unavailable_to_account(app))
     runner = web.AppRunner(server, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -36,7 +41,8 @@ async def start(app: App, listen: Http) -> web.AppRunner:
         await runner.cleanup()
         raise WatcherError(f"http.listen: cannot listen on {listen.host}:{listen.port}: "
                            f"{exc.strerror or exc}") from None
-    log.get().info("http.listening", url=listen.url, paths=["/healthz", "/metrics"])
+    log.get().info("http.listening", url=listen.url,
+                   paths=["/", "/healthz", "/metrics", "/feed.atom", "/api/events"])
     return runner
 
 
