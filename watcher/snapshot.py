@@ -1,16 +1,18 @@
 """Parse and validate a models response into a :class:`Snapshot`.
 
-A snapshot holds the models keyed by id, exactly as received, plus one fingerprint per
-model (its orjson bytes).  Two snapshots with the same models in another list order have
-equal fingerprints, which is what makes the common poll (nothing changed but the order)
-cost little more than the parse.
+A snapshot holds the models keyed by id, exactly as received.  Its content is the orjson
+bytes of each model: two snapshots with the same models in another list order have the
+same content, which is what makes the common poll (nothing changed but the order) cost
+little more than the parse.  Bytes are computed when first needed: the common poll
+serialises the models once, as one array in id order (:attr:`Snapshot.canonical`); only a
+snapshot that differs from its baseline is serialised model by model, for the diff.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -24,25 +26,47 @@ class Snapshot:
     """The models of one response, keyed by id."""
 
     models: Mapping[str, dict[str, Any]]
-    fingerprints: Mapping[str, bytes] = field(repr=False)
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """The model ids, sorted."""
+        return sorted(self.models)
+
+    @cached_property
+    def canonical(self) -> bytes:
+        """The models in id order as one JSON array: the fingerprints joined by commas."""
+        models = self.models
+        return orjson.dumps([models[i] for i in self.ids])
+
+    @cached_property
+    def fingerprints(self) -> Mapping[str, bytes]:
+        """The orjson bytes of each model, by id."""
+        dumps = orjson.dumps
+        return {model_id: dumps(item) for model_id, item in self.models.items()}
 
     @cached_property
     def digest(self) -> str:
         """Content hash: the same for the same models, whatever their order in ``data``."""
         h = hashlib.blake2b(digest_size=16)
-        for model_id in sorted(self.fingerprints):
-            h.update(self.fingerprints[model_id])
+        fingerprints = self.fingerprints
+        for model_id in self.ids:
+            h.update(fingerprints[model_id])
             h.update(b"\n")
         return h.hexdigest()
 
     def same_content(self, other: Snapshot) -> bool:
         """True when both hold byte-identical models (list order aside)."""
-        return self.fingerprints == other.fingerprints
+        if self.models.keys() != other.models.keys():
+            return False
+        # The same ids: serialise this side in the other's id order, as one array, and
+        # compare it with the other's canonical bytes.  Each model is a whole JSON value,
+        # so the arrays match exactly when every model's bytes do.
+        models = self.models
+        return orjson.dumps([models[i] for i in other.ids]) == other.canonical
 
     def encode(self) -> bytes:
         """Canonical JSON (models sorted by id) for storage; :func:`parse` reads it back."""
-        parts = [self.fingerprints[i] for i in sorted(self.fingerprints)]
-        return b'{"data":[' + b",".join(parts) + b"]}"
+        return b'{"data":' + self.canonical + b"}"
 
 
 def parse(body: bytes) -> Snapshot:
@@ -69,8 +93,21 @@ def data_of(body: bytes) -> list[Any]:
 
 def from_items(items: Iterable[Any]) -> Snapshot:
     """Validate model objects and key them by id."""
+    items = items if isinstance(items, list) else list(items)
+    try:
+        models = {item["id"]: item for item in items}
+    except (TypeError, KeyError):  # an item that is not an object, or has no usable id
+        return _from_items_checked(items)
+    # The comprehension checks little: anything but objects with distinct, non-empty string
+    # ids takes the checked path, which says what is wrong.
+    if (len(models) != len(items) or "" in models or set(map(type, models)) != {str}
+            or set(map(type, items)) != {dict}):
+        return _from_items_checked(items)
+    return Snapshot(models=models)
+
+
+def _from_items_checked(items: list[Any]) -> Snapshot:
     models: dict[str, dict[str, Any]] = {}
-    fingerprints: dict[str, bytes] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise SnapshotError(f"data[{index}] is not an object")
@@ -80,8 +117,7 @@ def from_items(items: Iterable[Any]) -> Snapshot:
         if model_id in models:
             raise SnapshotError(f"duplicate model id {model_id!r} at data[{index}]")
         models[model_id] = item
-        fingerprints[model_id] = orjson.dumps(item)
-    return Snapshot(models=models, fingerprints=fingerprints)
+    return Snapshot(models=models)
 
 
 def parse_pages(pages: list[bytes]) -> Snapshot:
