@@ -1,0 +1,153 @@
+"""Time the in-memory cycle against the parse floor and the naive DeepDiff baselines.
+
+:func:`cycle` is ``App.cycle`` after the fetch, step for step: parse and validate, compare
+with the baseline, diff, events, expiring_soon reminders, rules -> alerts, and (when given
+a store) the one transaction that records it.  Every figure is a median of several runs of
+the same work on the same bytes in this process; the report only compares figures of the
+same run.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+from deepdiff import DeepDiff
+
+from bench.catalogue import Pair
+from watcher import snapshot
+from watcher.diff import diff
+from watcher.events import Event, events_from_changes, expiring_soon
+from watcher.rules.load import load_rule_files
+from watcher.rules.match import route
+from watcher.rules.model import Rule
+from watcher.store import Alert, Store
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE_FILES = (ROOT / "rules" / "default.yaml", ROOT / "bench" / "rules.yaml")
+WATCH = "models"
+AT = "2026-01-04T19:13:29Z"
+NOW = 1767554009.0
+DAYS = (7, 1)  # the config's default expiring_soon_days
+
+Sent = set[tuple[str, str, int]]
+
+
+def load_rules() -> tuple[Rule, ...]:
+    return load_rule_files(RULE_FILES, targets={"console", "slack", "email"}, watches={WATCH})
+
+
+def cycle(baseline: snapshot.Snapshot, body: bytes, rules: tuple[Rule, ...], today: date,
+          sent: Sent, store: Store | None = None) -> tuple[str, list[Event], list[Alert]]:
+    """What ``App.cycle`` does with a response body (see the module docstring)."""
+    current = snapshot.parse(body)
+    changed = not current.same_content(baseline)
+    events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
+                                  watch=WATCH, detected_at=AT) if changed else [])
+    if store is not None:
+        sent = store.sent_reminders(WATCH)
+    reminders = expiring_soon(current, watch=WATCH, today=today, days=DAYS, sent=sent,
+                              detected_at=AT)
+    events += [event for event, _ in reminders]
+    alerts = [Alert(event=index, rule=rule.name, target=target, settle=rule.settle,
+                    group=rule.name if (rule.title or rule.body) else "")
+              for index, event in enumerate(events) for rule, target in route(rules, event)]
+    outcome = "changed" if changed else "unchanged"
+    if store is not None:
+        if not events and not changed:
+            store.record_check(WATCH, AT, outcome)
+        else:
+            store.commit_cycle(WATCH, AT, current if changed else None, outcome, events, alerts,
+                               now=NOW, reminders=[key for _, key in reminders])
+    return outcome, events, alerts
+
+
+def steady_reminders(baseline: snapshot.Snapshot, today: date) -> Sent:
+    """The reminders a daemon polling every day would already have sent by ``today``."""
+    return {key for _, key in expiring_soon(baseline, watch=WATCH, today=today, days=DAYS,
+                                            sent=set(), detected_at=AT)}
+
+
+def medians_ms(fns: dict[str, Callable[[], Any]], *, budget: float, least: int = 7,
+               most: int = 300) -> dict[str, float]:
+    """Median wall time of each function in ms.
+
+    The functions run in turn (a, b, c, a, b, c, ...) until ``budget`` seconds are spent or
+    each ran ``most`` times, so that a noisy neighbour slows them all alike and the ratios
+    between them hold.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    spent, runs = 0.0, 0
+    while runs < least or (spent < budget and runs < most):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            samples[name].append(elapsed * 1e3)
+            spent += elapsed
+        runs += 1
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def median_ms(fn: Callable[[Any], Any], setup: Callable[[], Any], runs: int) -> float:
+    """Median wall time of ``fn(setup())`` in ms; ``setup`` is not timed."""
+    samples = []
+    for _ in range(runs):
+        arg = setup()
+        start = time.perf_counter()
+        fn(arg)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def measure_pair(pair: Pair, rules: tuple[Rule, ...], *, budget: float, baselines: bool,
+                 commit_runs: int = 9) -> dict[str, Any]:
+    """Every in-process figure for one pair of responses."""
+    gc.collect()
+    baseline = snapshot.parse(pair.old)
+    sent = steady_reminders(baseline, pair.today)
+    outcome, events, alerts = cycle(baseline, pair.new, rules, pair.today, sent)
+    if outcome != ("changed" if pair.changed else "unchanged"):
+        raise AssertionError(f"{pair.name}: the cycle says {outcome}")
+    out: dict[str, Any] = {"pair": pair.name, "models": pair.models, "bytes": len(pair.new),
+                           "outcome": outcome, "events": len(events), "alerts": len(alerts)}
+    new = pair.new
+    out |= {f"{name}_ms": ms for name, ms in medians_ms({
+        "loads": lambda: orjson.loads(new),
+        "parse": lambda: snapshot.parse(new),
+        "cycle": lambda: cycle(baseline, new, rules, pair.today, sent),
+    }, budget=budget).items()}
+
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        stores = iter(range(10**6))
+
+        def fresh_store() -> Store:
+            # A fresh database each run, so that the snapshot is really written every time.
+            store = Store.open(Path(tmp) / str(next(stores)))
+            store.commit_cycle(WATCH, AT, baseline, "baseline", [],
+                               reminders=sorted(sent))
+            return store
+
+        def committed(store: Store) -> None:
+            cycle(baseline, new, rules, pair.today, sent, store)
+
+        out["cycle_commit_ms"] = median_ms(committed, fresh_store, commit_runs)
+    if baselines:
+        old_data = orjson.loads(pair.old)["data"]
+        new_data = orjson.loads(new)["data"]
+        runs = 3 if pair.models < 1000 else 1
+        out |= {f"{name}_ms": ms for name, ms in medians_ms({
+            "deepdiff": lambda: DeepDiff(old_data, new_data, ignore_order=True),
+            "deepdiff_keyed": lambda: DeepDiff({m["id"]: m for m in old_data},
+                                               {m["id"]: m for m in new_data}),
+        }, budget=0, least=runs).items()}
+        del old_data, new_data
+    gc.collect()
+    return out
