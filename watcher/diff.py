@@ -55,12 +55,13 @@ def diff(old: Snapshot, new: Snapshot) -> list[Change]:
 
 def diff_model(model_id: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     """The changed fields of one model."""
-    a, b = normalize(old), normalize(new)
+    a, b = _normalized_pair(old, new)
     if a == b:
         return []
     try:
         paths = differing_paths(a, b)
     except _Undecided:
+        a, b = normalize(old), normalize(new)
         paths = _deepdiff_paths(a, b)
     if ("pricing",) in paths:
         # The whole pricing object appeared or vanished (e.g. every price went to "0"):
@@ -101,7 +102,7 @@ def _walk(a: Any, b: Any, path: Path, out: set[Path]) -> None:
     if type(a) is not type(b):
         out.add(path)
     elif isinstance(a, dict):
-        if any(k.startswith("__") for k in (*a, *b)):
+        if _private(a) or _private(b):
             raise _Undecided
         common = a.keys() & b.keys()
         union = len(a) + len(b) - len(common)
@@ -110,7 +111,9 @@ def _walk(a: Any, b: Any, path: Path, out: set[Path]) -> None:
             return
         out.update((*path, k) for k in a.keys() ^ b.keys())
         for key in common:
-            _walk(a[key], b[key], (*path, key), out)
+            x, y = a[key], b[key]
+            if x is not y:
+                _walk(x, y, (*path, key), out)
     elif isinstance(a, list):
         if a != b:
             if _has_private_keys(a) or _has_private_keys(b):
@@ -120,6 +123,11 @@ def _walk(a: Any, b: Any, path: Path, out: set[Path]) -> None:
             raise _Undecided
     elif a != b:
         out.add(path)
+
+
+def _private(keys: dict[str, Any]) -> bool:
+    """True when a key starts with ``__`` (DeepDiff skips those)."""
+    return "__" in "\0".join(keys) and any(k.startswith("__") for k in keys)
 
 
 def _has_private_keys(value: Any) -> bool:
@@ -162,15 +170,7 @@ def normalize(item: dict[str, Any]) -> dict[str, Any]:
     out = _normalize(item)
     pricing = item.get("pricing")
     if isinstance(pricing, dict):
-        prices = {}
-        for key, value in pricing.items():
-            number = as_decimal(value)
-            if number is None:
-                norm = _normalize(value)
-                if norm is not None:
-                    prices[key] = norm
-            elif number != 0:
-                prices[key] = format(number.normalize(), "f")
+        prices = _normalize_prices(pricing)
         if prices:
             out["pricing"] = prices
         else:
@@ -178,11 +178,95 @@ def normalize(item: dict[str, Any]) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
+def _normalize_prices(pricing: dict[str, Any]) -> dict[str, Any]:
+    prices = {}
+    for key, value in pricing.items():
+        number = as_decimal(value)
+        if number is None:
+            norm = _normalize(value)
+            if norm is not None:
+                prices[key] = norm
+        elif number != 0:
+            prices[key] = format(number.normalize(), "f")
+    return prices
+
+
+class _Same:
+    """Stands for a field whose value is byte-identical on both sides."""
+
+    def __repr__(self) -> str:
+        return "<same>"
+
+
+_SAME = _Same()
+_ABSENT = object()
+
+
+def _normalized_pair(old: dict[str, Any], new: dict[str, Any]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``normalize(old), normalize(new)``, except that a field with the same value on both
+    sides is one shared marker instead of its normalised form.
+
+    The two dicts compare and differ exactly like the normalised models (the marker equals
+    only itself and the walk skips it), but most fields of a changed model did not change
+    and comparing them costs a fraction of normalising them: on a step where a null key
+    appears on every model, or zero prices come and go, only what moved is normalised.
+    """
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    for key, value in old.items():
+        other = new.get(key, _ABSENT)
+        if other is not _ABSENT and _same_value(value, other):
+            if not _void(key, value):
+                a[key] = b[key] = _SAME
+            continue
+        if (norm := _normalize_field(key, value)) is not None:
+            a[key] = norm
+        if other is not _ABSENT and (norm := _normalize_field(key, other)) is not None:
+            b[key] = norm
+    for key in new.keys() - old.keys():
+        if (norm := _normalize_field(key, new[key])) is not None:
+            b[key] = norm
+    return a, b
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    """Identical JSON values (scalars: equal and of one type; the rest: the same bytes)."""
+    if type(x) is not type(y):
+        return False
+    if x is None or isinstance(x, _SCALARS):
+        return bool(x == y)
+    return orjson.dumps(x) == orjson.dumps(y)
+
+
+def _normalize_field(key: str, value: Any) -> Any:
+    """The normalised value of one field of a model; None when it normalises away."""
+    if key == "pricing" and isinstance(value, dict):
+        return _normalize_prices(value) or None
+    return _normalize(value) if isinstance(value, (dict, list)) else value
+
+
+def _void(key: str, value: Any) -> bool:
+    """True when the field normalises away (None, or objects of nothing but nulls)."""
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        return False
+    if key == "pricing":
+        for price in value.values():  # stops at the first real price
+            number = as_decimal(price)
+            if (_normalize(price) is not None) if number is None else (number != 0):
+                return False
+        return True
+    return all(_void("", item) for item in value.values())
+
+
 def _normalize(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            norm = _normalize(item)
+            # Scalars stay as they are: recurse only into objects and lists (hot path).
+            norm = _normalize(item) if isinstance(item, (dict, list)) else item
             if norm is not None:
                 out[key] = norm
         return out or None
