@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -78,3 +79,16 @@ def test_same_content_is_equal_bytes_of_every_model(a, b, rnd: random.Random) ->
 def test_order_only_real_polls_have_the_same_content() -> None:
     assert snapshot.parse(snapshot_bytes(3)).same_content(snapshot.parse(snapshot_bytes(2)))
     assert not snapshot.parse(snapshot_bytes(11)).same_content(snapshot.parse(snapshot_bytes(10)))
+
+
+def test_kept_bytes_hold_no_spare_buffer() -> None:
+    snap = snapshot.parse(snapshot_bytes(11))
+    tracemalloc.start()
+    try:
+        prints = snap.fingerprints
+        canonical = snap.canonical
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    content = sum(len(p) for p in prints.values()) + len(canonical)
+    assert held < 1.5 * content

@@ -36,13 +36,13 @@ class Snapshot:
     def canonical(self) -> bytes:
         """The models in id order as one JSON array: the fingerprints joined by commas."""
         models = self.models
-        return orjson.dumps([models[i] for i in self.ids])
+        return _trimmed(orjson.dumps([models[i] for i in self.ids]))
 
     @cached_property
     def fingerprints(self) -> Mapping[str, bytes]:
         """The orjson bytes of each model, by id."""
         dumps = orjson.dumps
-        return {model_id: dumps(item) for model_id, item in self.models.items()}
+        return {model_id: _trimmed(dumps(item)) for model_id, item in self.models.items()}
 
     @cached_property
     def digest(self) -> str:
@@ -67,6 +67,15 @@ class Snapshot:
     def encode(self) -> bytes:
         """Canonical JSON (models sorted by id) for storage; :func:`parse` reads it back."""
         return b'{"data":' + self.canonical + b"}"
+
+
+def _trimmed(data: bytes) -> bytes:
+    """A copy of exactly ``len(data)`` bytes, for bytes that are kept.
+
+    orjson's ``bytes`` keep their whole write buffer: a model's ~1.4 KB of JSON holds
+    ~5.8 KB, so the fingerprints of a 345-model baseline took 2.4 MB instead of 0.5 MB.
+    """
+    return bytes(memoryview(data))
 
 
 def parse(body: bytes) -> Snapshot:
