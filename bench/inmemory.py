@@ -108,7 +108,7 @@ def median_ms(fn: Callable[[Any], Any], setup: Callable[[], Any], runs: int) -> 
 
 
 def measure_pair(pair: Pair, rules: tuple[Rule, ...], *, budget: float, baselines: bool,
-                 commit_runs: int = 9) -> dict[str, Any]:
+                 commit_runs: int = 9, baseline_runs: int = 1) -> dict[str, Any]:
     """Every in-process figure for one pair of responses."""
     gc.collect()
     baseline = snapshot.parse(pair.old)
@@ -142,12 +142,11 @@ def measure_pair(pair: Pair, rules: tuple[Rule, ...], *, budget: float, baseline
     if baselines:
         old_data = orjson.loads(pair.old)["data"]
         new_data = orjson.loads(new)["data"]
-        runs = 3 if pair.models < 1000 else 1
         out |= {f"{name}_ms": ms for name, ms in medians_ms({
             "deepdiff": lambda: DeepDiff(old_data, new_data, ignore_order=True),
             "deepdiff_keyed": lambda: DeepDiff({m["id"]: m for m in old_data},
                                                {m["id"]: m for m in new_data}),
-        }, budget=0, least=runs).items()}
+        }, budget=0, least=baseline_runs).items()}
         del old_data, new_data
     gc.collect()
     return out
