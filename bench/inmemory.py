@@ -1,8 +1,8 @@
 """Time the in-memory cycle against the parse floor and the naive DeepDiff baselines.
 
-:func:`cycle` is ``App.cycle`` after the fetch, step for step: parse and validate, compare
-with the baseline, diff, events, expiring_soon reminders, rules -> alerts, and (when given
-a store) the one transaction that records it.  Every figure is a median of several runs of
+:func:`cycle` is ``App.cycle`` after the fetch, step for step: parse and validate, the
+guard, compare with the baseline, diff, events, expiring_soon reminders, rules -> alerts,
+and (when given a store) the one transaction that records it.  Every figure is a median of several runs of
 the same work on the same bytes in this process; the report only compares figures of the
 same run.
 """
@@ -23,8 +23,10 @@ from deepdiff import DeepDiff
 
 from bench.catalogue import Pair
 from watcher import snapshot
+from watcher.config import Watch
 from watcher.diff import diff
 from watcher.events import Event, events_from_changes, expiring_soon
+from watcher.guard import suspicion
 from watcher.rules.load import load_rule_files
 from watcher.rules.match import route
 from watcher.rules.model import Rule
@@ -36,6 +38,7 @@ WATCH = "models"
 AT = "2026-01-04T19:13:29Z"
 NOW = 1767554009.0
 DAYS = (7, 1)  # the config's default expiring_soon_days
+MAX_REMOVED_PCT = Watch(name="models", url="http://x", interval=60).max_removed_pct
 
 Sent = set[tuple[str, str, int]]
 
@@ -46,8 +49,14 @@ def load_rules() -> tuple[Rule, ...]:
 
 def cycle(baseline: snapshot.Snapshot, body: bytes, rules: tuple[Rule, ...], today: date,
           sent: Sent, store: Store | None = None) -> tuple[str, list[Event], list[Alert]]:
-    """What ``App.cycle`` does with a response body (see the module docstring)."""
+    """What ``App.cycle`` does with a response body (see the module docstring).
+
+    Not here: the fetch, logging, waking the deliverer, and ``account_view`` (only for a
+    ``/models/user`` watch, a list comprehension over the events).
+    """
     current = snapshot.parse(body)
+    if suspicion(baseline, current, MAX_REMOVED_PCT) is not None:
+        raise AssertionError("the guard would hold this response")
     changed = not current.same_content(baseline)
     events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
                                   watch=WATCH, detected_at=AT) if changed else [])
