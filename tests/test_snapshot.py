@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import tracemalloc
@@ -86,9 +87,53 @@ def test_kept_bytes_hold_no_spare_buffer() -> None:
     tracemalloc.start()
     try:
         prints = snap.fingerprints
-        canonical = snap.canonical
+        chunks = snap.chunks
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    content = sum(len(p) for p in prints.values()) + len(canonical)
+    content = sum(len(p) for p in prints.values()) + sum(len(c) for c in chunks)
     assert held < 1.5 * content
+
+
+def test_many_chunks_compare_and_encode_like_one_array() -> None:
+    items = [{"id": f"m{n:04d}", "n": n, "tags": ["a", "b"]} for n in range(3 * snapshot.CHUNK + 5)]
+    snap = snapshot.from_items(items)
+    assert len(snap.chunks) == 4
+    shuffled = list(reversed(items))
+    assert snapshot.from_items(shuffled).same_content(snap)
+    for where in (0, snapshot.CHUNK, len(items) - 1):
+        changed = [dict(item) for item in items]
+        changed[where]["n"] = 1.0 * changed[where]["n"]  # == but other bytes
+        assert not snapshot.from_items(changed).same_content(snap)
+        assert not snap.same_content(snapshot.from_items(changed))
+    prints = by_model(snap)
+    assert snap.encode() == b'{"data":[' + b",".join(prints[i] for i in sorted(prints)) + b"]}"
+    assert snapshot.from_items([]).encode() == b'{"data":[]}'
+
+
+def test_a_large_response_is_parsed_without_collections_and_leaves_the_collector_as_it_was() -> None:
+    items = [{"id": f"m{n:05d}", "tags": ["a", "b"], "pricing": {"prompt": "0.1"}, "x": "y" * 200}
+             for n in range(snapshot.LARGE // 200)]
+    body = orjson.dumps({"data": items})
+    assert len(body) >= snapshot.LARGE
+    collections = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        snap = snapshot.parse(body)
+    finally:
+        gc.callbacks.remove(count)
+    assert collections == [1]  # the young generations, before the parse; none during it
+    assert len(snap.models) == len(items)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        assert snapshot.parse(body).models.keys() == snap.models.keys()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
