@@ -55,6 +55,15 @@ def real_pair(a: int, b: int) -> Pair:
                 today=taken(b))
 
 
+def reshuffled_pair(number: int, seed: int = 6) -> Pair:
+    """Real response ``number`` and the same models in another order: an unchanged poll."""
+    old = real_body(number)
+    items = orjson.loads(old)["data"]
+    random.Random(seed + number).shuffle(items)
+    return Pair(f"real {number:03d} reshuffled", old, orjson.dumps({"data": items}), len(items),
+                changed=False, today=taken(number))
+
+
 def _changed(old: bytes, new: bytes) -> bool:
     def key(body: bytes) -> dict[str, bytes]:
         return {m["id"]: orjson.dumps(m) for m in orjson.loads(body)["data"]}
