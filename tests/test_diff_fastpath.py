@@ -1,8 +1,8 @@
-"""The fast field comparison reports exactly the paths DeepDiff reported before it.
+"""DeepDiff over the differing fields only reports exactly what DeepDiff over whole models does.
 
-``reference_diff_model`` is ``diff_model`` as it was when every changed model went through
-DeepDiff; the fast walk must agree with it on every real model version in tests/data and
-on generated JSON, including the shapes where it hands over to DeepDiff.
+``reference_diff_model`` normalises both models whole and hands them to DeepDiff, with the
+same options; ``diff_model`` leaves the fields that are the same on both sides out first.
+They must agree on every real model version in tests/data and on generated JSON.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import DATA, snapshot_bytes
-from watcher import diff as diff_module
-from watcher.diff import Change, Path, diff_model, normalize, value_at
+from watcher.diff import DEEPDIFF_OPTIONS, Change, Path, diff_model, normalize, value_at
 
 
 def reference_diff_model(model_id: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
@@ -25,7 +24,7 @@ def reference_diff_model(model_id: str, old: dict[str, Any], new: dict[str, Any]
     if a == b:
         return []
     paths: set[Path] = set()
-    for items in DeepDiff(a, b, view="tree").values():
+    for items in DeepDiff(a, b, **DEEPDIFF_OPTIONS).values():
         for level in items:
             path: list[str] = []
             for part in level.path(output_format="list"):
@@ -33,10 +32,10 @@ def reference_diff_model(model_id: str, old: dict[str, Any], new: dict[str, Any]
                     break
                 path.append(part)
             paths.add(tuple(path))
-    if ("pricing",) in paths:
+    before, after = a.get("pricing", {}), b.get("pricing", {})
+    if ("pricing",) in paths and isinstance(before, dict) and isinstance(after, dict):
         paths.discard(("pricing",))
-        keys = a.get("pricing", {}).keys() | b.get("pricing", {}).keys()
-        paths.update(("pricing", k) for k in keys)
+        paths.update(("pricing", k) for k in before.keys() | after.keys())
     return [Change("changed", model_id, p, value_at(old, p), value_at(new, p)) for p in sorted(paths)]
 
 
@@ -54,9 +53,7 @@ def test_every_real_model_version_pair_agrees_with_deepdiff() -> None:
     assert compared > 300
 
 
-# "pricing" is left out: a "pricing" that is not an object crashes diff_model, before and
-# after the fast walk (reported; OpenRouter always sends an object).
-keys = st.sampled_from(["a", "b", "c", "d", "e", "prompt", "__x"])
+keys = st.sampled_from(["a", "b", "c", "d", "e", "prompt", "__x", "pricing"])
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, 1.0, 2.5]),
                     st.sampled_from(["", "x", "y", "0", "0.5", "-1"]))
 json_values = st.recursive(
@@ -120,9 +117,12 @@ def test_type_changes_are_reported_where_they_happen() -> None:
     assert check({"a": {"b": True, "c": 2}}, {"a": {"b": "yes", "c": 2}}) == [("a", "b")]
 
 
-def test_an_object_whose_keys_mostly_changed_is_one_change() -> None:
+def test_an_object_whose_keys_mostly_changed_is_still_reported_key_by_key() -> None:
     assert check({"t": {"a": 1, "b": 2, "c": 3}, "k": 1},
-                 {"t": {"d": 1, "e": 2, "c": 3}, "k": 1}) == [("t",)]
+                 {"t": {"d": 1, "e": 2, "c": 3}, "k": 1}) == [
+        ("t", "a"), ("t", "b"), ("t", "d"), ("t", "e")]
+    # Even when every field of the model changed, no event is about the model as a whole.
+    assert check({"x": 1, "y": 2}, {"x": 2, "y": 3}) == [("x",), ("y",)]
 
 
 def test_lists_are_reported_at_their_own_path() -> None:
@@ -130,19 +130,9 @@ def test_lists_are_reported_at_their_own_path() -> None:
     assert check({"l": ["x", "y"]}, {"l": ["y", "z"]}) == [("l",)]
 
 
-def test_shapes_the_walk_cannot_decide_go_to_deepdiff(monkeypatch) -> None:
-    calls = []
-    original = diff_module._deepdiff_paths
+def test_keys_that_look_private_are_data_too() -> None:
+    assert check({"__p": 1, "a": 1}, {"__p": 2, "a": 1}) == [("__p",)]
 
-    def spy(a: dict[str, Any], b: dict[str, Any]) -> set[Path]:
-        calls.append(a)
-        return original(a, b)
 
-    monkeypatch.setattr(diff_module, "_deepdiff_paths", spy)
-    check({"__p": 1, "a": 1}, {"__p": 2, "a": 2})                # DeepDiff skips "__" keys
-    check({"l": [1, 2], "a": 1}, {"l": [1.0, 2], "a": 2})       # equal lists, other types
-    check({"l": [{"__p": 1}], "a": 1}, {"l": [{"__p": 2}], "a": 1})
-    assert len(calls) == 3
-    calls.clear()
-    check({"l": [1, 2], "a": 1}, {"l": [1, 3], "a": 1})
-    assert calls == []
+def test_a_pricing_that_is_not_an_object_is_reported_not_crashed_on() -> None:
+    assert check({"pricing": {"prompt": "0.1"}}, {"pricing": ["0.1"]}) == [("pricing",)]

@@ -54,96 +54,30 @@ def diff(old: Snapshot, new: Snapshot) -> list[Change]:
 
 
 def diff_model(model_id: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
-    """The changed fields of one model."""
-    a, b = _normalized_pair(old, new)
+    """The changed fields of one model: DeepDiff over the normalised fields that differ."""
+    a, b = _differing_fields(old, new)
     if a == b:
         return []
-    try:
-        paths = differing_paths(a, b)
-    except _Undecided:
-        a, b = normalize(old), normalize(new)
-        paths = _deepdiff_paths(a, b)
-    if ("pricing",) in paths:
+    paths: set[Path] = set()
+    for items in DeepDiff(a, b, **DEEPDIFF_OPTIONS).values():
+        for level in items:
+            paths.add(_field_path(level.path(output_format="list")))
+    before, after = a.get("pricing", {}), b.get("pricing", {})
+    if ("pricing",) in paths and isinstance(before, dict) and isinstance(after, dict):
         # The whole pricing object appeared or vanished (e.g. every price went to "0"):
         # report it per price, like any other price change.
         paths.discard(("pricing",))
-        keys = a.get("pricing", {}).keys() | b.get("pricing", {}).keys()
-        paths.update(("pricing", k) for k in keys)
+        paths.update(("pricing", k) for k in before.keys() | after.keys())
     return [Change("changed", model_id, p, value_at(old, p), value_at(new, p))
             for p in sorted(paths)]
 
 
-class _Undecided(Exception):  # noqa: N818 - control flow, never leaves this module
-    """The fast comparison cannot tell what DeepDiff would report; ask DeepDiff."""
-
-
-def differing_paths(a: Any, b: Any) -> set[Path]:
-    """The field paths where normalised values differ, as DeepDiff would report them.
-
-    DeepDiff costs ~0.2 ms per model even when one price changed; this walk costs a few
-    microseconds and gives the same paths for JSON as OpenRouter sends it: a type change is
-    reported where it happens, a dict whose keys mostly changed (DeepDiff's
-    ``threshold_to_diff_deeper``) is reported whole, and a list is reported at its own path
-    when it differs anywhere.  What it cannot decide alike (keys starting with ``__``, which
-    DeepDiff skips; lists that are equal but for ``1`` vs ``1.0`` or ``True``) raises
-    :class:`_Undecided`, and :func:`diff_model` falls back to DeepDiff itself.
-    """
-    out: set[Path] = set()
-    _walk(a, b, (), out)
-    return out
-
-
-_DEEPER = 0.33  # DeepDiff's threshold_to_diff_deeper
-
-
-def _walk(a: Any, b: Any, path: Path, out: set[Path]) -> None:
-    if a is b:
-        return
-    if type(a) is not type(b):
-        out.add(path)
-    elif isinstance(a, dict):
-        if _private(a) or _private(b):
-            raise _Undecided
-        common = a.keys() & b.keys()
-        union = len(a) + len(b) - len(common)
-        if union > 1 and len(common) / union < _DEEPER:
-            out.add(path)
-            return
-        out.update((*path, k) for k in a.keys() ^ b.keys())
-        for key in common:
-            x, y = a[key], b[key]
-            if x is not y:
-                _walk(x, y, (*path, key), out)
-    elif isinstance(a, list):
-        if a != b:
-            if _has_private_keys(a) or _has_private_keys(b):
-                raise _Undecided
-            out.add(path)
-        elif orjson.dumps(a) != orjson.dumps(b):
-            raise _Undecided
-    elif a != b:
-        out.add(path)
-
-
-def _private(keys: dict[str, Any]) -> bool:
-    """True when a key starts with ``__`` (DeepDiff skips those)."""
-    return "__" in "\0".join(keys) and any(k.startswith("__") for k in keys)
-
-
-def _has_private_keys(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(k.startswith("__") or _has_private_keys(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_private_keys(v) for v in value)
-    return False
-
-
-def _deepdiff_paths(a: dict[str, Any], b: dict[str, Any]) -> set[Path]:
-    paths: set[Path] = set()
-    for items in DeepDiff(a, b, view="tree").values():
-        for level in items:
-            paths.add(_field_path(level.path(output_format="list")))
-    return paths
+# threshold_to_diff_deeper=0: always report the fields inside an object, never the object
+# whole because most of its keys changed (DeepDiff's default would then report a model as
+# one change of its root).  ignore_private_variables=False: a JSON key such as "__x" is
+# data like any other.
+DEEPDIFF_OPTIONS: dict[str, Any] = {"view": "tree", "threshold_to_diff_deeper": 0,
+                                    "ignore_private_variables": False}
 
 
 def _field_path(path: list[str | int]) -> Path:
@@ -191,34 +125,23 @@ def _normalize_prices(pricing: dict[str, Any]) -> dict[str, Any]:
     return prices
 
 
-class _Same:
-    """Stands for a field whose value is byte-identical on both sides."""
-
-    def __repr__(self) -> str:
-        return "<same>"
-
-
-_SAME = _Same()
 _ABSENT = object()
 
 
-def _normalized_pair(old: dict[str, Any], new: dict[str, Any]
-                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``normalize(old), normalize(new)``, except that a field with the same value on both
-    sides is one shared marker instead of its normalised form.
+def _differing_fields(old: dict[str, Any], new: dict[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The normalised form of the fields whose values differ, on each side.
 
-    The two dicts compare and differ exactly like the normalised models (the marker equals
-    only itself and the walk skips it), but most fields of a changed model did not change
-    and comparing them costs a fraction of normalising them: on a step where a null key
-    appears on every model, or zero prices come and go, only what moved is normalised.
+    Fields with the same value on both sides are left out of both: they can hold no
+    change, and most fields of a changed model did not change, so DeepDiff only walks what
+    moved (on a step where a null key appears on every model, that is next to nothing).
+    Equal to ``normalize(old), normalize(new)`` minus their common fields.
     """
     a: dict[str, Any] = {}
     b: dict[str, Any] = {}
     for key, value in old.items():
         other = new.get(key, _ABSENT)
         if other is not _ABSENT and _same_value(value, other):
-            if not _void(key, value):
-                a[key] = b[key] = _SAME
             continue
         if (norm := _normalize_field(key, value)) is not None:
             a[key] = norm
@@ -244,21 +167,6 @@ def _normalize_field(key: str, value: Any) -> Any:
     if key == "pricing" and isinstance(value, dict):
         return _normalize_prices(value) or None
     return _normalize(value) if isinstance(value, (dict, list)) else value
-
-
-def _void(key: str, value: Any) -> bool:
-    """True when the field normalises away (None, or objects of nothing but nulls)."""
-    if value is None:
-        return True
-    if not isinstance(value, dict):
-        return False
-    if key == "pricing":
-        for price in value.values():  # stops at the first real price
-            number = as_decimal(price)
-            if (_normalize(price) is not None) if number is None else (number != 0):
-                return False
-        return True
-    return all(_void("", item) for item in value.values())
 
 
 def _normalize(value: Any) -> Any:
