@@ -245,3 +245,22 @@ async def test_auth_failure_is_told_once_per_repeat_interval_then_recovery_once(
     finally:
         hook.stop()
         ops.stop()
+
+
+def test_a_hold_counts_across_separate_once_runs(tmp_path: Path,
+                                                 fake_openrouter: FakeOpenRouter) -> None:
+    from tests.test_cli import cli
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"state_dir: state\nwatches: [{{name: models, url: '{fake_openrouter.url}', "
+                    "interval: 1h}]\n")
+    fake_openrouter.set_script([14])
+    assert cli("once", "--config", str(path)).returncode == 0
+    fake_openrouter.set_script([Reply(body=half(14))])
+    outputs = [cli("once", "--config", str(path), "--format", "json").stdout for _ in range(3)]
+    assert outputs[:2] == ["", ""]  # held twice, each time by a new process
+    removed = [json.loads(line) for line in outputs[2].splitlines()]
+    assert len(removed) == 348 - 348 // 2
+    with Store.open(tmp_path / "state") as store:
+        outcomes = [r[0] for r in store._read("SELECT outcome FROM checks ORDER BY id")]
+    assert outcomes == ["baseline", "held", "held", "changed"]

@@ -31,7 +31,7 @@ from watcher.config import load as load_config
 from watcher.diff import diff
 from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
 from watcher.events import Event, account_view, events_from_changes, expiring_soon
-from watcher.guard import Hold, suspicion
+from watcher.guard import suspicion
 from watcher.metrics import Metrics
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
 from watcher.rules.match import route
@@ -86,7 +86,6 @@ class App:
                                    metrics=self.metrics)
         self.operator = OperatorNotices(settings, senders, clock=lambda: self.clock().timestamp())
         self._baselines: dict[str, snapshot.Snapshot | None] = {}
-        self._holds: dict[str, Hold] = {}
         self._failing: dict[str, str] = {}
         self.fatal: StateError | None = None
         self.log = log.get()
@@ -125,21 +124,20 @@ class App:
 
         reason = suspicion(baseline, current, watch.max_removed_pct)
         if reason is not None:
-            hold = self._holds.get(watch.name, Hold(current.digest, 0, reason))
-            hold = hold.again(current.digest, reason)
-            if hold.seen < watch.confirm_polls:
+            # The count lives in the database: it survives restarts and `once` runs.
+            seen = self.store.held_streak(watch.name, current.digest) + 1
+            if seen < watch.confirm_polls:
                 if not dry_run:
-                    self._holds[watch.name] = hold
-                    self.store.record_check(watch.name, at, "held", reason)
-                    self.log.warning("guard.held", watch=watch.name, reason=reason,
-                                     seen=hold.seen, confirm_polls=watch.confirm_polls)
+                    self.store.record_check(watch.name, at, "held", reason, digest=current.digest)
+                    self.log.warning("guard.held", watch=watch.name, reason=reason, seen=seen,
+                                     confirm_polls=watch.confirm_polls)
                     self.operator.problem(
                         watch.name, "held",
                         f"held a suspect response: {reason}. It becomes the baseline only if "
                         f"the same list is seen {watch.confirm_polls} times in a row.")
                 return CycleResult(watch.name, "held", error=reason, models=models)
-            self.log.warning("guard.confirmed", watch=watch.name, reason=reason, seen=hold.seen)
-        if not dry_run and self._holds.pop(watch.name, None) is not None:
+            self.log.warning("guard.confirmed", watch=watch.name, reason=reason, seen=seen)
+        if not dry_run:
             self.operator.resolved(watch.name, "held", "the model list is trusted again")
 
         if baseline is None:

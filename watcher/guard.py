@@ -3,12 +3,11 @@
 A proxy that returns an empty list, or an upstream hiccup that drops half the catalogue,
 must not page anyone with "every model removed" (and then "every model added").  Such a
 response is held; it becomes the baseline only when the very same list comes back
-``confirm_polls`` times in a row.  Pure: values in, values out.
+``confirm_polls`` times in a row (the app counts them in the state database, so the count
+survives restarts).  Pure: values in, values out.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from watcher.snapshot import Snapshot
 
@@ -25,16 +24,3 @@ def suspicion(baseline: Snapshot | None, current: Snapshot, max_removed_pct: flo
         return (f"{removed} of {len(baseline.models)} models ({pct:.0f}%) are missing, more than "
                 f"max_removed_pct ({max_removed_pct:g}%)")
     return None
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A suspect response being held, and how many polls in a row returned it."""
-
-    digest: str
-    seen: int
-    reason: str
-
-    def again(self, digest: str, reason: str) -> Hold:
-        """The hold after one more suspect poll (the count restarts when the list differs)."""
-        return Hold(digest, self.seen + 1 if digest == self.digest else 1, reason)

@@ -27,7 +27,7 @@ from watcher.errors import SnapshotError, StateError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS checks (
     at      TEXT NOT NULL,
     outcome TEXT NOT NULL,                -- baseline | unchanged | changed | failed | held
     events  INTEGER NOT NULL DEFAULT 0,
-    error   TEXT
+    error   TEXT,
+    digest  TEXT                          -- of the list a 'held' check held
 );
 CREATE INDEX IF NOT EXISTS checks_watch ON checks(watch, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -161,6 +162,8 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise StateError(f"{path}: written by a newer openrouter-watcher "
                                  f"(schema {version}, this one knows {SCHEMA_VERSION})")
+            if version == 1:  # 1 -> 2: checks.digest, for holds that outlive the process
+                conn.execute("ALTER TABLE checks ADD COLUMN digest TEXT")
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -243,10 +246,30 @@ class Store:
         """Every watch the database has snapshots of."""
         return [r[0] for r in self._conn.execute("SELECT DISTINCT watch FROM snapshots ORDER BY 1")]
 
-    def record_check(self, watch: str, at: str, outcome: str, error: str | None = None) -> int:
+    def record_check(self, watch: str, at: str, outcome: str, error: str | None = None, *,
+                     digest: str | None = None) -> int:
         """A check that stored nothing else (unchanged, failed, held)."""
         with self.transaction() as tx:
-            return _insert_check(tx, watch, at, outcome, 0, error)
+            return _insert_check(tx, watch, at, outcome, 0, error, digest)
+
+    def held_streak(self, watch: str, digest: str) -> int:
+        """How many of the latest checks of ``watch`` held this very list, in a row
+        (failed polls in between saw no list and do not break the row)."""
+        streak = 0
+        for outcome, held in self._read(
+                "SELECT outcome, digest FROM checks WHERE watch = ? AND outcome != 'failed' "
+                "ORDER BY id DESC LIMIT 1000", (watch,)):
+            if outcome != "held" or held != digest:
+                break
+            streak += 1
+        return streak
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a query; sqlite3 errors become StateError, as everywhere in this module."""
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot read the state database: {exc}") from None
 
     def commit_cycle(self, watch: str, at: str, snap: snapshot.Snapshot | None, outcome: str,
                      events: Sequence[Event], alerts: Sequence[Alert] = (), *,
@@ -423,10 +446,10 @@ def _cancel_reverted(tx: sqlite3.Connection, alert: Alert, event: Event, now: fl
 
 
 def _insert_check(tx: sqlite3.Connection, watch: str, at: str, outcome: str, events: int,
-                  error: str | None) -> int:
+                  error: str | None, digest: str | None = None) -> int:
     return _lastrowid(tx.execute(
-        "INSERT INTO checks (watch, at, outcome, events, error) VALUES (?,?,?,?,?)",
-        (watch, at, outcome, events, error)))
+        "INSERT INTO checks (watch, at, outcome, events, error, digest) VALUES (?,?,?,?,?,?)",
+        (watch, at, outcome, events, error, digest)))
 
 
 def _lastrowid(cursor: sqlite3.Cursor) -> int:
