@@ -376,3 +376,36 @@ def test_bad_rule_file_is_rejected_with_file_line_and_key(path: Path) -> None:
 
 def test_there_is_a_rule_fixture_for_each_error() -> None:
     assert len(RULES_BAD) >= 10
+
+
+async def test_the_delivery_loop_is_quiet_while_a_send_is_in_flight(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    webhook.stall = True
+    path = write(tmp_path, fake_openrouter, f"  hook: {webhook.url()}",
+                 "rules:\n  - {name: exp, on: [expiration_set], notify: [hook]}\n")
+    app, store = await open_app(path, Clock())
+    try:
+        await replay_cycles(app, fake_openrouter, [24, 25])
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)  # observe the SQL, change nothing
+        stop = asyncio.Event()
+        runner = asyncio.create_task(app.deliverer.run(stop))
+        for _ in range(100):
+            if webhook.requests:
+                break
+            await asyncio.sleep(0.02)
+        statements.clear()
+        await asyncio.sleep(1.5)  # the send hangs all along
+        outbox_reads = [s for s in statements if "FROM outbox" in s]
+        stop.set()
+        await runner
+        assert webhook.requests
+        assert len(outbox_reads) <= 2, outbox_reads
+    finally:
+        await close_app(app, store)
+
+
+async def replay_cycles(app: App, server: FakeOpenRouter, steps: list[int]) -> None:
+    for step in steps:
+        server.set_script([step])
+        await app.cycle(app.settings.watches[0])

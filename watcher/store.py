@@ -14,7 +14,7 @@ import hashlib
 import sqlite3
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,12 +322,18 @@ class Store:
 
     # The outbox.
 
-    def due_groups(self, now: float) -> list[Group]:
-        """Pending rows whose time has come, as one group per message."""
-        rows = self._conn.execute(
+    def due_targets(self, now: float) -> set[str]:
+        """Targets with pending rows whose time has come."""
+        return {r[0] for r in self._read(
+            "SELECT DISTINCT target FROM outbox WHERE state = 'pending' AND due_at <= ?", (now,))}
+
+    def due_groups(self, now: float, target: str) -> list[Group]:
+        """Pending rows of ``target`` whose time has come, as one group per message."""
+        rows = self._read(
             "SELECT o.id, o.check_id, o.target, o.grp, o.rule, o.created_at, o.attempts, e.body "
             "FROM outbox o JOIN events e ON e.id = o.event_id "
-            "WHERE o.state = 'pending' AND o.due_at <= ? ORDER BY o.id", (now,)).fetchall()
+            "WHERE o.state = 'pending' AND o.due_at <= ? AND o.target = ? ORDER BY o.id",
+            (now, target))
         groups: dict[tuple[str, int, str], list[Any]] = {}
         for row in rows:
             groups.setdefault((row[2], row[1], row[3]), []).append(row)
@@ -341,10 +347,14 @@ class Store:
             for (target, check_id, grp), members in groups.items()
         ]
 
-    def next_due(self) -> float | None:
-        row = self._conn.execute(
-            "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'").fetchone()
-        return None if row[0] is None else float(row[0])
+    def next_due(self, exclude: Iterable[str] = ()) -> float | None:
+        """When the next pending row falls due, leaving out the ``exclude`` targets."""
+        skip = sorted(exclude)
+        marks = ",".join("?" * len(skip))
+        ((due,),) = self._read(  # only "?" placeholders are formatted in
+            "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'"  # noqa: S608
+            + (f" AND target NOT IN ({marks})" if skip else ""), skip)
+        return None if due is None else float(due)
 
     def mark_sent(self, rows: Sequence[int], now: float) -> None:
         self._set_state(rows, "UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL "

@@ -122,8 +122,7 @@ class Deliverer:
     def start_due(self) -> None:
         """Start a drain task for every target with due messages and none running."""
         self.last_pass = self.clock()
-        targets = {g.target for g in self.store.due_groups(self.clock())}
-        for target in targets:
+        for target in self.store.due_targets(self.clock()):
             task = self._inflight.get(target)
             if task is None or task.done():
                 self._inflight[target] = asyncio.create_task(self._drain_target(target),
@@ -142,11 +141,15 @@ class Deliverer:
     async def run(self, stop: asyncio.Event) -> None:
         """Drain whenever something is due or a cycle wakes us, until ``stop``."""
         while not stop.is_set():
+            next_due = None
             try:
                 self.start_due()
+                # Targets with a drain in flight are left out: it picks up what falls due
+                # meanwhile, and wakes this loop when it ends.
+                busy = [t for t, task in self._inflight.items() if not task.done()]
+                next_due = self.store.next_due(exclude=busy)
             except WatcherError as exc:
                 self.log.error("notify.outbox_unreadable", reason=str(exc))  # noqa: TRY400
-            next_due = self.store.next_due()
             delay = 60.0 if next_due is None else min(60.0, max(0.05, next_due - self.clock()))
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
@@ -155,9 +158,13 @@ class Deliverer:
             self.wake.clear()
 
     async def _drain_target(self, target: str) -> None:
-        for group in self.store.due_groups(self.clock()):
-            if group.target == target:
-                await self._send_group(group)
+        """Send ``target``'s due messages, including those that fall due meanwhile."""
+        try:
+            while groups := self.store.due_groups(self.clock(), target):
+                for group in groups:
+                    await self._send_group(group)
+        finally:
+            self.wake.set()  # the loop works out again what falls due next
 
     async def _send_group(self, group: Group) -> None:
         sender = self.senders.get(group.target)
