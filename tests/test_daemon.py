@@ -189,3 +189,27 @@ def test_sigkill_at_random_moments_loses_no_notification(
         for a, b in itertools.pairwise(steps) for e in events_between(a, b)
         if e["type"] in ("model_added", "model_removed", "price_changed"))
     assert received == expected
+
+
+def test_once_refuses_a_state_directory_in_use_but_readers_work_beside_the_daemon(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    from tests.test_cli import cli
+
+    fake_openrouter.set_script([24])
+    config_path = daemon_config(tmp_path, fake_openrouter, webhook)
+    daemon = Daemon(config_path).start()
+    try:
+        daemon.wait_started()
+        wait_for(lambda: committed_changes(tmp_path / "state") >= 1, what="the baseline")
+        once = cli("once", "--config", str(config_path))
+        assert once.returncode == 1
+        assert "is in use by another openrouter-watcher" in once.stderr
+        assert "Traceback" not in once.stderr
+        for reader in (["status"], ["history"], ["once", "--dry-run"]):
+            proc = cli(*reader, "--config", str(config_path))
+            assert proc.returncode == 0, (reader, proc.stderr)
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+    assert cli("once", "--config", str(config_path)).returncode == 0  # free again

@@ -264,3 +264,15 @@ def test_a_hold_counts_across_separate_once_runs(tmp_path: Path,
     with Store.open(tmp_path / "state") as store:
         outcomes = [r[0] for r in store._read("SELECT outcome FROM checks ORDER BY id")]
     assert outcomes == ["baseline", "held", "held", "changed"]
+
+
+async def test_links_next_to_another_origin_is_not_followed_with_the_key(
+        fake_openrouter: FakeOpenRouter) -> None:
+    watch = Watch(name="mine", url=f"{fake_openrouter.url}/user", interval=60, timeout=1,
+                  api_key="sk-or-v1-secret", retry=RetryPolicy(attempts=1))
+    page = json.dumps({"data": [{"id": "a"}],
+                       "links": {"next": "https://elsewhere.invalid/api/v1/models?page=2"}})
+    fake_openrouter.user_reply = Reply(body=page.encode())
+    with pytest.raises(FetchError, match="links.next points to another origin"):
+        await fetch_with(watch, [])
+    assert len(fake_openrouter.requests) == 1

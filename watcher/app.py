@@ -176,6 +176,18 @@ class App:
             self.deliverer.wake.set()
         return result
 
+    async def guarded_cycle(self, watch: Watch, *, dry_run: bool = False) -> CycleResult:
+        """:meth:`cycle`, with a bug in it reported as a ``crashed`` result, not raised:
+        one watch must not take the others down.  StateError still stops everything."""
+        try:
+            return await self.cycle(watch, dry_run=dry_run)
+        except StateError:
+            raise
+        except Exception as exc:
+            self.log.exception("cycle.crashed", watch=watch.name)
+            return CycleResult(watch.name, "crashed",
+                               error=log.redactor.text(f"{type(exc).__name__}: {exc}"))
+
     def alerts(self, events: list[Event]) -> list[Alert]:
         """One alert per (event, target) that the rules select."""
         return [
@@ -335,16 +347,12 @@ class App:
                 return
             self.status.cycle_started(watch.name)
             try:
-                self._observe(watch, await self.cycle(watch))
+                self._observe(watch, await self.guarded_cycle(watch))
             except StateError as exc:
                 # Never poll on without a place to record what we see: stop the daemon.
                 self.fatal = exc
                 stop.set()
                 return
-            except Exception as exc:
-                self.log.exception("cycle.crashed", watch=watch.name)
-                self._observe(watch, CycleResult(watch.name, "crashed",
-                                                 error=f"{type(exc).__name__}: {exc}"))
             # Fixed rate: the next tick does not drift by how long the cycle took.
             next_tick += watch.interval
             now = loop.time()
@@ -394,7 +402,7 @@ async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | Non
     async with fetch.new_session() as session:
         app = App(settings, store, session, retry=retry, console=console)
         try:
-            results = list(await asyncio.gather(*(app.cycle(w, dry_run=dry_run)
+            results = list(await asyncio.gather(*(app.guarded_cycle(w, dry_run=dry_run)
                                                   for w in settings.watches)))
             if not dry_run:
                 await app.deliverer.drain()

@@ -186,13 +186,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with Store.open(settings.state_dir) as store:
+    with Store.open(settings.state_dir, readonly=args.dry_run) as store:
         # With --format json stdout carries only events: console:// digests go to stderr.
         console = sys.stderr if args.format == "json" else None
         results = asyncio.run(run_once(settings, store, console=console, dry_run=args.dry_run))
         if args.dry_run:
             _print_dry_run(settings, results, args.format)
-            return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+            return EXIT_FAILED if any(r.outcome in ("failed", "crashed") for r in results) else EXIT_OK
         pending = {t: s["pending"] for t, s in store.outbox_status().items() if s["pending"]}
     for result in results:
         _print_events(result.events, args.format)
@@ -201,7 +201,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     for target, count in sorted(pending.items()):
         print(f"openrouter-watcher: {count} notifications for {target!r} are pending (failed or "
               "settling); `status` shows why", file=sys.stderr)
-    return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+    return EXIT_FAILED if any(r.outcome in ("failed", "crashed") for r in results) else EXIT_OK
 
 
 def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: str) -> None:
@@ -227,8 +227,8 @@ def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: s
 
 
 def _summary(result: CycleResult) -> str:
-    if result.outcome == "failed":
-        return f"{result.watch}: FAILED: {log.redactor.text(result.error or '')}"
+    if result.outcome in ("failed", "crashed"):
+        return f"{result.watch}: {result.outcome.upper()}: {log.redactor.text(result.error or '')}"
     if result.outcome == "baseline":
         return f"{result.watch}: baseline recorded ({result.models} models); changes show next time"
     if result.outcome == "unchanged":
@@ -275,7 +275,7 @@ async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str,
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with Store.open(settings.state_dir) as store:
+    with Store.open(settings.state_dir, readonly=True) as store:
         checks, targets = store.last_checks(), store.outbox_status()
     if args.format == "json":
         print(orjson.dumps({"watches": checks, "targets": targets}).decode())
@@ -308,16 +308,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings(args)
     with Store.open(settings.state_dir) as store:
-        return asyncio.run(_daemon(settings, store, stop_early=bool(early)))
+        return asyncio.run(_daemon(settings, store, early=early))
 
 
-async def _daemon(settings: config.Settings, store: Store, *, stop_early: bool) -> int:
+async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) -> int:
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    if stop_early:
+    if early:  # read after the loop owns the signals: none can fall in between
         stop.set()
     async with new_session() as session:
         app = App(settings, store, session)
@@ -374,7 +374,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if seconds is None:
             raise ConfigError(f"--since: expected an age such as 30m, 12h or 7d, got {args.since!r}")
         since = iso(datetime.now(UTC) - timedelta(seconds=seconds))
-    with Store.open(settings.state_dir) as store:
+    with Store.open(settings.state_dir, readonly=True) as store:
         events = store.events(EventQuery(watch=args.watch, model_glob=args.model,
                                          type=args.type, since=since, limit=args.limit))
     if args.format == "csv":
@@ -405,7 +405,7 @@ def _cell(value: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with Store.open(settings.state_dir) as store:
+    with Store.open(settings.state_dir, readonly=True) as store:
         watches = [args.watch] if args.watch else store.watches()
         stories = [timeline(args.model, store.snapshots(w), watch=w) for w in watches]
     stories = [s for s in stories if s["first_seen"] is not None]

@@ -58,6 +58,10 @@ async def fetch(session: aiohttp.ClientSession, watch: Watch, *,
         body = await fetch_page(session, watch, url, policy=policy, sleep=sleep)
         pages.append(body)
         url = _next_page(body, url)
+        if url is not None and _origin(url) != _origin(watch.url):
+            # The key goes with every page: never to another scheme, host or port.
+            raise FetchError(f"{_safe(watch.url)}: links.next points to another origin "
+                             f"({_safe(url)}); not followed", retryable=False)
     return pages
 
 
@@ -157,6 +161,11 @@ def _next_page(body: bytes, url: str) -> str | None:
     links = doc.get("links") if isinstance(doc, dict) else None
     nxt = links.get("next") if isinstance(links, dict) else None
     return urljoin(url, nxt) if isinstance(nxt, str) and nxt else None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
 
 
 def _safe(url: str) -> str:

@@ -10,7 +10,9 @@ A database that cannot be opened or fails its integrity check raises
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sqlite3
 import uuid
 import zlib
@@ -27,6 +29,7 @@ from watcher.errors import SnapshotError, StateError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
+LOCK_NAME = "openrouter-watcher.lock"
 SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -141,15 +144,27 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._lock: int | None = None  # the state directory's lock, held by a writer
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
-        """Open (or create) the database in ``state_dir``; :class:`StateError` if unusable."""
+    def open(cls, state_dir: Path, *, readonly: bool = False) -> Store:
+        """Open (or create) the database in ``state_dir``; :class:`StateError` if unusable.
+
+        A writer holds a lock on the state directory for as long as it is open: two
+        processes sending from one outbox would send its messages twice.  ``readonly``
+        (``status``, ``history``, ``show``, ``once --dry-run``) takes no lock and writes
+        nothing, so it works beside a running daemon.
+        """
         path = state_dir / DB_NAME
+        if readonly:
+            if not path.is_file():
+                raise StateError(f"{path}: no state yet: `once` or `run` records it")
+            return cls.open_reader(path)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create state directory {state_dir}: {exc.strerror}") from None
+        lock = _lock(state_dir)
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -167,10 +182,16 @@ class Store:
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
+            os.close(lock)
             raise StateError(f"{path}: cannot use the state database: {exc}. It is not "
                              "treated as empty; move it aside to start afresh (every watch "
                              "then records a new baseline).") from None
-        return cls(conn, path)
+        except StateError:
+            os.close(lock)
+            raise
+        store = cls(conn, path)
+        store._lock = lock
+        return store
 
     @classmethod
     def open_reader(cls, path: Path) -> Store:
@@ -185,6 +206,9 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> Self:
         return self
@@ -453,6 +477,23 @@ def _cancel_reverted(tx: sqlite3.Connection, alert: Alert, event: Event, now: fl
             return True
         return False  # the newest settling change of this field is not reverted by this one
     return False
+
+
+def _lock(state_dir: Path) -> int:
+    """An exclusive, non-blocking lock on ``state_dir`` (released when the fd closes)."""
+    path = state_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StateError(f"{state_dir} is in use by another openrouter-watcher (a running "
+                         "daemon?): `run` and `once` need it to themselves; `status`, "
+                         "`history`, `show` and `once --dry-run` work beside it") from None
+    return fd
 
 
 def _insert_check(tx: sqlite3.Connection, watch: str, at: str, outcome: str, events: int,
