@@ -273,6 +273,6 @@ async def test_links_next_to_another_origin_is_not_followed_with_the_key(
     page = json.dumps({"data": [{"id": "a"}],
                        "links": {"next": "https://elsewhere.invalid/api/v1/models?page=2"}})
     fake_openrouter.user_reply = Reply(body=page.encode())
-    with pytest.raises(FetchError, match="links.next points to another origin"):
+    with pytest.raises(FetchError, match=r"links\.next points to another origin"):
         await fetch_with(watch, [])
     assert len(fake_openrouter.requests) == 1
