@@ -26,13 +26,12 @@ from watcher import log
 from watcher.config import Settings, Target
 from watcher.errors import DeliveryError, WatcherError
 from watcher.metrics import Metrics
-from watcher.notify.render import Message, body_format, compose
+from watcher.notify.render import JSON_SCHEMES, Message, body_format, compose
 from watcher.notify.templates import TemplateRefused
 from watcher.store import Group, Store
 
 APPRISE_FORMATS = {"text": apprise.NotifyFormat.TEXT, "markdown": apprise.NotifyFormat.MARKDOWN,
                    "html": apprise.NotifyFormat.HTML, "json": apprise.NotifyFormat.TEXT}
-HEADER_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
 
 
 class Sender(Protocol):
@@ -77,7 +76,7 @@ class AppriseSender:
 
 def with_idempotency_key(target: Target, key: str) -> str:
     """Webhook URLs get the key as an ``Idempotency-Key`` header and a payload field."""
-    if target.scheme not in HEADER_SCHEMES:
+    if target.scheme not in JSON_SCHEMES:  # the webhook schemes
         return target.url
     parts = urlsplit(target.url)
     extra = f"+Idempotency-Key={key}&:idempotency_key={key}"
