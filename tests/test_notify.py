@@ -241,11 +241,7 @@ async def test_settle_window_drops_flaps_and_sends_what_holds(
     app, store = await open_app(path, clock)
     try:
         # 007 -> 008 -> 009 flaps 15 models there and back, one hour apart: nothing is sent.
-        for step in (7, 8, 9):
-            fake_openrouter.set_script([step])
-            await app.cycle(app.settings.watches[0])
-            await app.deliverer.drain()
-            clock.advance(hours=1)
+        await replay(app, fake_openrouter, [7, 8, 9], clock)
         assert webhook.delivered == []
         # 009 -> 010 changes them again, and it holds: sent once the window has passed.
         fake_openrouter.set_script([10])
