@@ -216,17 +216,16 @@ class App:
 
     def stuck(self) -> list[str]:
         """Why the daemon is not making progress (empty while it is): the watchdog asks."""
-        reasons = self.status.stuck()
-        if self._delivery is not None and self._delivery.done():
-            reasons.append("the delivery loop has stopped")
-        return reasons
+        return self.status.stuck() + self._delivery_problems()
 
     def problems(self) -> list[str]:
         """Why the daemon is not healthy (empty when it is): ``/healthz`` asks."""
-        reasons = self.status.unhealthy()
+        return self.status.unhealthy() + self._delivery_problems()
+
+    def _delivery_problems(self) -> list[str]:
         if self._delivery is not None and self._delivery.done():
-            reasons.append("the delivery loop has stopped")
-        return reasons
+            return ["the delivery loop has stopped"]
+        return []
 
     def pending(self) -> dict[str, int]:
         """Alerts not yet sent, per target, from the outbox."""

@@ -381,8 +381,9 @@ class Store:
         return None if due is None else float(due)
 
     def mark_sent(self, rows: Sequence[int], now: float) -> None:
-        self._set_state(rows, "UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL "
-                              "WHERE id = ? AND state = 'pending'", now)
+        with self.transaction() as tx:
+            tx.executemany("UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL "
+                           "WHERE id = ? AND state = 'pending'", [(now, r) for r in rows])
 
     def mark_retry(self, rows: Sequence[int], now: float, due_at: float, error: str) -> None:
         with self.transaction() as tx:
@@ -397,10 +398,6 @@ class Store:
                 "UPDATE outbox SET state = 'dead', attempts = attempts + 1, done_at = ?, "
                 "last_error = ?, first_failed_at = COALESCE(first_failed_at, ?) "
                 "WHERE id = ? AND state = 'pending'", [(now, error, now, r) for r in rows])
-
-    def _set_state(self, rows: Sequence[int], sql: str, now: float) -> None:
-        with self.transaction() as tx:
-            tx.executemany(sql, [(now, r) for r in rows])
 
     def outbox_status(self) -> dict[str, dict[str, Any]]:
         """Per target: sent, pending, dead, cancelled counts, failing since, last error."""

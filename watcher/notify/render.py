@@ -86,8 +86,6 @@ def describe(event: Event, today: date | None = None) -> str:
         suffix = "" if left is None else f" ({_days_phrase(left)})"
         if kind == "expiration_changed":
             return f"expiration moved {old} -> {when}{suffix}"
-        if kind == "expiring_soon":
-            return f"expires {when}{suffix}"
         return f"expires {when}{suffix}"
     if kind == "expiration_cleared":
         return f"expiration date {old} cleared"
