@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,3 +106,70 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class CatalogueSteps:
+    """A fake OpenRouter whose public and account lists move together, at one moment.
+
+    ``/api/v1/models`` serves the real snapshot of the current step; ``/api/v1/models/user``
+    serves the same list less ``hidden(step)`` (the models the account cannot use).  The
+    test moves ``step``; both lists change with it, as one catalogue does.
+    """
+
+    def __init__(self, steps: list[int], hidden: Callable[[int], set[str]]) -> None:
+        import orjson
+
+        self.docs = {n: orjson.loads(snapshot_bytes(n)) for n in steps}
+        self.hidden = hidden
+        self.step = steps[0]
+        self.requests: list[tuple[str, int]] = []  # (path, step served)
+        self.port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._bodies: dict[tuple[int, bool], bytes] = {}
+        # (n, step): once n requests were served, the catalogue moves to ``step``
+        self.switch: tuple[int, int] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1/models"
+
+    def body(self, step: int, *, account: bool) -> bytes:
+        import orjson
+
+        if (step, account) not in self._bodies:
+            doc = self.docs[step]
+            if account:
+                gone = self.hidden(step)
+                doc = {**doc, "data": [m for m in doc["data"] if m["id"] not in gone]}
+            self._bodies[step, account] = orjson.dumps(doc)
+        return self._bodies[step, account]
+
+    async def _models(self, request: web.Request) -> web.Response:
+        step = self.step
+        account = request.path.endswith("/user")
+        self.requests.append((request.path, step))
+        if self.switch is not None and len(self.requests) >= self.switch[0]:
+            self.step, self.switch = self.switch[1], None
+        return web.Response(body=self.body(step, account=account), content_type="application/json")
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/models", self._models)
+        app.router.add_get("/api/v1/models/user", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> CatalogueSteps:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

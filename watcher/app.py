@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,7 +31,7 @@ from watcher.config import RetryPolicy, Settings, Watch
 from watcher.config import load as load_config
 from watcher.diff import diff
 from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
-from watcher.events import Event, account_view, events_from_changes, expiring_soon
+from watcher.events import Event, account_view, change_key, events_from_changes, expiring_soon
 from watcher.guard import suspicion
 from watcher.metrics import Metrics
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
@@ -42,6 +43,7 @@ Clock = Callable[[], datetime]
 # A task run alongside the polls (the sd_notify supervisor, ...): given ``stop``, it ends
 # when ``stop`` is set, or is cancelled when the daemon stops.
 Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+SAME_CHANGE_MIN_WINDOW = 86400.0
 
 
 def utcnow() -> datetime:
@@ -90,7 +92,7 @@ class App:
         self.fatal: StateError | None = None
         self.log = log.get()
         self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
-        self.status.configure(settings.watches)
+        self.status.configure(settings.watches, pairs(settings))
         self._delivery: asyncio.Task[None] | None = None
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:
@@ -106,9 +108,15 @@ class App:
         started = self.clock()
         at = iso(started)
         baseline = self.baseline(watch.name)
+        public = public_watch(self.settings, watch)
         try:
-            pages = await self._fetch(watch)
-            current = snapshot.parse_pages(pages)
+            # An account list is told apart with the public list fetched just before and
+            # just after it, in this cycle: a model counts as listed by OpenRouter only if
+            # both have it, so the catalogue moving between two requests can make neither
+            # a removal look like the account's loss nor a new model like one it got back.
+            before = await self._fetch_public(public)
+            current = snapshot.parse_pages(await self._fetch(watch))
+            after = await self._fetch_public(public)
         except (FetchError, SnapshotError) as exc:
             if not dry_run:
                 self.store.record_check(watch.name, at, "failed", str(exc))
@@ -140,41 +148,76 @@ class App:
         if not dry_run:
             self.operator.resolved(watch.name, "held", "the model list is trusted again")
 
+        listed = None if before is None or after is None else before & after
+        gaps = None if listed is None else listed - current.models.keys()
+        known_gaps = None if listed is None else self.store.account_gaps(watch.name)
         if baseline is None:
             if not dry_run:
-                self.store.commit_cycle(watch.name, at, current, "baseline", [])
+                self.store.commit_cycle(watch.name, at, current, "baseline", [], gaps=gaps)
                 self._baselines[watch.name] = current
             self.log.info("cycle.baseline", watch=watch.name, models=models)
             return CycleResult(watch.name, "baseline", models=models)
 
         changed = not current.same_content(baseline)
-        events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
-                                      watch=watch.name, detected_at=at) if changed else [])
-        public = public_watch(self.settings, watch)
-        if public is not None:
-            events = account_view(events, self.baseline(public.name))
-        reminders = expiring_soon(current, watch=watch.name, today=started.date(),
-                                  days=self.settings.expiring_soon_days,
-                                  sent=self.store.sent_reminders(watch.name), detected_at=at)
-        events += [event for event, _ in reminders]
-        alerts = self.alerts(events)
+        try:
+            events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
+                                          watch=watch.name, detected_at=at) if changed else [])
+            if listed is not None:
+                events = account_view(events, listed, known_gaps or frozenset())
+            reminders = expiring_soon(current, watch=watch.name, today=started.date(),
+                                      days=self.settings.expiring_soon_days,
+                                      sent=self.store.sent_reminders(watch.name), detected_at=at)
+            events += [event for event, _ in reminders]
+            alerts = self.alerts(watch, events)
+        except StateError:
+            raise
+        except Exception as exc:
+            return self._unreadable_step(watch, current, at, exc, gaps=gaps, dry_run=dry_run)
+        if not dry_run:
+            self.operator.resolved(watch.name, "crashed", "changes are detected again")
         outcome = "changed" if changed else "unchanged"
         result = CycleResult(watch.name, outcome, events, models=models, alerts=alerts)
         if dry_run:
             return result
+        new_gaps = gaps if gaps != known_gaps else None  # written only when they moved
         if not events and not changed:
-            self.store.record_check(watch.name, at, outcome)
+            self.store.record_check(watch.name, at, outcome, gaps=new_gaps)
             self.log.debug("cycle.unchanged", watch=watch.name, models=models)
             return result
         self.store.commit_cycle(watch.name, at, current if changed else None, outcome, events,
                                 alerts, now=started.timestamp(),
-                                reminders=[key for _, key in reminders])
+                                reminders=[key for _, key in reminders], gaps=new_gaps,
+                                same_change_window=self.same_change_window(watch))
         self._baselines[watch.name] = current
         self.log.info("cycle.changed" if changed else "cycle.reminders", watch=watch.name,
                       events=len(events), alerts=len(alerts), models=models)
         if alerts:
             self.deliverer.wake.set()
         return result
+
+    def _unreadable_step(self, watch: Watch, current: snapshot.Snapshot, at: str,
+                         exc: Exception, *, gaps: frozenset[str] | None,
+                         dry_run: bool) -> CycleResult:
+        """The pure core raised on this response: a bug, or input it cannot handle.
+
+        Failing the same way on every poll would stop change detection for good, so the
+        new list becomes the baseline (its changes are lost, and the operator is told so)
+        and the next poll diffs from there.
+        """
+        reason = log.redactor.text(f"{type(exc).__name__}: {exc}")
+        self.log.error("cycle.crashed", watch=watch.name, reason=reason,
+                       note="the new list becomes the baseline; this step's changes are not "
+                            "reported", exc_info=exc)
+        if not dry_run:
+            self.store.commit_cycle(watch.name, at, current, "crashed", [], error=reason,
+                                    gaps=gaps)
+            self._baselines[watch.name] = current
+            self.operator.problem(
+                watch.name, "crashed",
+                f"could not work out the changes of a response ({reason}). It became the "
+                "baseline: the changes between the previous list and this one are not "
+                "reported. Please report this as a bug.")
+        return CycleResult(watch.name, "crashed", error=reason, models=len(current.models))
 
     async def guarded_cycle(self, watch: Watch, *, dry_run: bool = False) -> CycleResult:
         """:meth:`cycle`, with a bug in it reported as a ``crashed`` result, not raised:
@@ -188,14 +231,36 @@ class App:
             return CycleResult(watch.name, "crashed",
                                error=log.redactor.text(f"{type(exc).__name__}: {exc}"))
 
-    def alerts(self, events: list[Event]) -> list[Alert]:
+    def alerts(self, watch: Watch, events: list[Event]) -> list[Alert]:
         """One alert per (event, target) that the rules select."""
+        scope = host_of(watch)
         return [
             Alert(event=index, rule=rule.name, target=target, settle=rule.settle,
-                  group=rule.name if (rule.title or rule.body) else "")
+                  group=rule.name if (rule.title or rule.body) else "", scope=scope,
+                  change_key=change_key(scope, event))
             for index, event in enumerate(events)
             for rule, target in route(self.settings.rules, event)
         ]
+
+    def same_change_window(self, watch: Watch) -> float:
+        """How long a change seen through one watch waits for the same change through the
+        other watches of its host: 3 of their longest intervals, and at least a day, so a
+        watch that failed for a while still recognises what the others already sent."""
+        scope = host_of(watch)
+        longest = max(w.interval for w in self.settings.watches if host_of(w) == scope)
+        return max(SAME_CHANGE_MIN_WINDOW, 3 * longest)
+
+    async def _fetch_public(self, public: Watch | None) -> frozenset[str] | None:
+        """The ids of the public list an account watch pairs with (None: no pair)."""
+        if public is None:
+            return None
+        try:
+            pages = await fetch.fetch(self.session, public, policy=self.retry)
+            return frozenset(snapshot.parse_pages(pages).models)
+        except (FetchError, SnapshotError) as exc:
+            # Not this watch's own trouble (its key may be fine): say whose list failed.
+            raise SnapshotError(f"the public list of watch {public.name!r}, needed to tell "
+                                f"the account's changes apart, failed: {exc}") from None
 
     async def _fetch(self, watch: Watch) -> list[bytes]:
         started = time.monotonic()
@@ -303,7 +368,7 @@ class App:
         log.redactor.update(settings.secrets | self.settings.secrets)
         old = {w.name: w for w in self.settings.watches}
         self.settings = settings
-        self.status.configure(settings.watches)
+        self.status.configure(settings.watches, pairs(settings))
         for name in old.keys() - {w.name for w in settings.watches}:
             self.metrics.forget_watch(name)
         senders = build_senders(settings, self._executor, console=self._console)
@@ -368,15 +433,23 @@ def public_watch(settings: Settings, watch: Watch) -> Watch | None:
     return next((w for w in settings.watches if w.url.rstrip("/") == public_url), None)
 
 
+def pairs(settings: Settings) -> dict[str, Watch]:
+    """Each account watch with the public watch it fetches in the same cycle."""
+    return {w.name: p for w in settings.watches if (p := public_watch(settings, w)) is not None}
+
+
+def host_of(watch: Watch) -> str:
+    """The API a watch reads (scheme, host and port): watches of one host see one catalogue."""
+    parts = urlsplit(watch.url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
 def unavailable_to_account(app: App) -> dict[str, list[str]]:
-    """Per account watch: the ids OpenRouter lists that the account's list does not have."""
-    out: dict[str, list[str]] = {}
-    for watch in app.settings.watches:
-        public = public_watch(app.settings, watch)
-        mine, everyone = app.baseline(watch.name), public and app.baseline(public.name)
-        if public is not None and mine is not None and everyone:
-            out[watch.name] = sorted(everyone.models.keys() - mine.models.keys())
-    return out
+    """Per account watch: the ids OpenRouter listed that the account's list did not have,
+    at the account watch's last check (both lists fetched in that same cycle)."""
+    return {watch.name: sorted(gaps) for watch in app.settings.watches
+            if public_watch(app.settings, watch) is not None
+            and (gaps := app.store.account_gaps(watch.name)) is not None}
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -12,10 +12,13 @@ Every event is a flat JSON object with the same keys everywhere (``once --format
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from watcher.diff import Change, as_decimal
 from watcher.snapshot import Snapshot
@@ -26,7 +29,7 @@ EVENT_TYPES = frozenset({
     "model_added", "model_removed", "price_changed",
     "expiration_set", "expiration_changed", "expiration_cleared",
     "context_length_changed", "field_changed", "expiring_soon",
-    "model_unavailable_to_account",
+    "model_unavailable_to_account", "model_available_to_account",
 })
 
 
@@ -108,14 +111,37 @@ def summary(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def account_view(events: list[Event], public: Snapshot | None) -> list[Event]:
-    """Events of a ``/models/user`` watch, with removals of models that OpenRouter still
-    lists (in the ``public`` snapshot) reported as ``model_unavailable_to_account``."""
-    if public is None:
-        return events
-    return [{**e, "type": "model_unavailable_to_account"}
-            if e["type"] == "model_removed" and e["model"] in public.models else e
-            for e in events]
+def account_view(events: list[Event], listed: frozenset[str], gaps: frozenset[str]) -> list[Event]:
+    """Events of a ``/models/user`` watch, told apart with the ids OpenRouter ``listed``
+    in the same cycle and the ``gaps`` (models OpenRouter listed that the account lacked)
+    of the previous cycle.
+
+    A removal of a model that OpenRouter still lists is ``model_unavailable_to_account``;
+    one it no longer lists is ``model_removed``.  A model the account gets back, that it
+    lacked while OpenRouter listed it, is ``model_available_to_account``.
+    """
+
+    def told_apart(event: Event) -> Event:
+        if event["type"] == "model_removed" and event["model"] in listed:
+            return {**event, "type": "model_unavailable_to_account"}
+        if event["type"] == "model_added" and event["model"] in gaps:
+            return {**event, "type": "model_available_to_account"}
+        return event
+
+    return [told_apart(event) for event in events]
+
+
+def change_key(scope: str, event: Event) -> str:
+    """What makes two events one change, whichever watch of ``scope`` (the API host) saw it:
+    type, model, field, old and new (and the days left of a reminder).  The summaries of
+    an added or removed model are left out: a removal is one removal, whichever list's
+    copy of the model it carries."""
+    keep: tuple[str, ...] = ("type", "model", "field", "days_left")
+    if event["type"] not in ("model_added", "model_removed", "model_unavailable_to_account",
+                             "model_available_to_account"):
+        keep += ("old", "new")
+    identity = orjson.dumps([scope, *(event.get(k) for k in keep)], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(identity).hexdigest()[:32]
 
 
 def expiring_soon(snap: Snapshot, *, watch: str, today: date, days: Iterable[int],

@@ -17,7 +17,7 @@ Two questions, two answers:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from watcher.config import Watch
@@ -28,15 +28,18 @@ HEALTHY_INTERVALS = 3
 SUCCESS = frozenset({"baseline", "unchanged", "changed", "held"})
 
 
-def cycle_budget(watch: Watch) -> float:
+def cycle_budget(watch: Watch, paired: Watch | None = None) -> float:
     """The longest a cycle of ``watch`` can take while every timeout works: each attempt
     times out, and every wait between attempts is as long as the retry policy allows.
+    An account watch fetches its ``paired`` public list in the same cycle, before and after
+    its own.
 
     This bounds one page; OpenRouter's model lists come in one.
     """
     retry = watch.retry
     waits = (retry.attempts - 1) * max(retry.max_backoff, retry.max_retry_after)
-    return retry.attempts * watch.timeout + waits + SLACK
+    own = retry.attempts * watch.timeout + waits + SLACK
+    return own if paired is None else own + 2 * (cycle_budget(paired) - SLACK)
 
 
 @dataclass
@@ -66,16 +69,19 @@ class Status:
         self.wall = wall
         self.watches: dict[str, WatchProgress] = {}
 
-    def configure(self, watches: Iterable[Watch]) -> None:
-        """Track exactly ``watches``; what was learnt about a kept watch stays."""
+    def configure(self, watches: Iterable[Watch], pairs: Mapping[str, Watch] | None = None) -> None:
+        """Track exactly ``watches``; what was learnt about a kept watch stays.
+
+        ``pairs`` maps an account watch to the public watch it fetches in the same cycle.
+        """
         now = self.monotonic()
         current: dict[str, WatchProgress] = {}
         for watch in watches:
+            budget = cycle_budget(watch, (pairs or {}).get(watch.name))
             entry = self.watches.get(watch.name)
             if entry is None:
-                entry = WatchProgress(interval=watch.interval, budget=cycle_budget(watch),
-                                      started_at=now)
-            entry.interval, entry.budget = watch.interval, cycle_budget(watch)
+                entry = WatchProgress(interval=watch.interval, budget=budget, started_at=now)
+            entry.interval, entry.budget = watch.interval, budget
             current[watch.name] = entry
         self.watches = current
 

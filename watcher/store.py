@@ -30,7 +30,7 @@ from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
 LOCK_NAME = "openrouter-watcher.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS checks (
     id      INTEGER PRIMARY KEY,
     watch   TEXT NOT NULL,
     at      TEXT NOT NULL,
-    outcome TEXT NOT NULL,                -- baseline | unchanged | changed | failed | held
+    outcome TEXT NOT NULL,                -- baseline | unchanged | changed | failed | held | crashed
     events  INTEGER NOT NULL DEFAULT 0,
     error   TEXT,
     digest  TEXT                          -- of the list a 'held' check held
@@ -72,16 +72,28 @@ CREATE TABLE IF NOT EXISTS outbox (
     target       TEXT NOT NULL,
     rule         TEXT NOT NULL,
     grp          TEXT NOT NULL DEFAULT '',   -- rows of one (check, target, grp) make one message
-    state        TEXT NOT NULL,              -- pending | sent | dead | cancelled
+    state        TEXT NOT NULL,              -- pending | sent | dead | cancelled | duplicate
     created_at   REAL NOT NULL,
     due_at       REAL NOT NULL,              -- not before: settle window, then retry backoff
     settle_until REAL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     first_failed_at REAL,
     last_error   TEXT,
-    done_at      REAL
+    done_at      REAL,
+    scope        TEXT,                       -- the API host of the watch (schema 3)
+    change_key   TEXT,                       -- events.change_key: the same change, any watch
+    dup_of       INTEGER REFERENCES outbox(id)  -- a 'duplicate': that row carries the change
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, due_at);
+CREATE INDEX IF NOT EXISTS outbox_change ON outbox(target, change_key);
+CREATE TABLE IF NOT EXISTS account_gaps (
+    watch TEXT NOT NULL,                  -- a /models/user watch
+    model TEXT NOT NULL,                  -- listed by OpenRouter, not in the account's list
+    PRIMARY KEY (watch, model)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS account_watches (
+    watch TEXT PRIMARY KEY                -- its gaps are known (possibly none)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reminders (
     watch           TEXT NOT NULL,
     model           TEXT NOT NULL,
@@ -105,6 +117,8 @@ class Alert:
     target: str
     group: str = ""       # rules with their own templates get messages of their own
     settle: float | None = None
+    scope: str | None = None       # the API host the event came from
+    change_key: str | None = None  # events.change_key: one message per change and target
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,10 @@ class Store:
                                  f"(schema {version}, this one knows {SCHEMA_VERSION})")
             if version == 1:  # 1 -> 2: checks.digest, for holds that outlive the process
                 conn.execute("ALTER TABLE checks ADD COLUMN digest TEXT")
+            if 1 <= version < 3:  # 2 -> 3: one alert per change across the watches of a host
+                for column in ("scope TEXT", "change_key TEXT",
+                               "dup_of INTEGER REFERENCES outbox(id)"):
+                    conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -271,10 +289,21 @@ class Store:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT watch FROM snapshots ORDER BY 1")]
 
     def record_check(self, watch: str, at: str, outcome: str, error: str | None = None, *,
-                     digest: str | None = None) -> int:
-        """A check that stored nothing else (unchanged, failed, held)."""
+                     digest: str | None = None, gaps: frozenset[str] | None = None) -> int:
+        """A check that stored nothing else (unchanged, failed, held), and the account
+        watch's ``gaps`` when they moved."""
         with self.transaction() as tx:
+            if gaps is not None:
+                _write_gaps(tx, watch, gaps)
             return _insert_check(tx, watch, at, outcome, 0, error, digest)
+
+    def account_gaps(self, watch: str) -> frozenset[str] | None:
+        """The models OpenRouter listed that account watch ``watch`` lacked at its last
+        check (both lists of one cycle); None before any such check."""
+        if not self._read("SELECT 1 FROM account_watches WHERE watch = ?", (watch,)):
+            return None
+        return frozenset(r[0] for r in self._read(
+            "SELECT model FROM account_gaps WHERE watch = ?", (watch,)))
 
     def held_streak(self, watch: str, digest: str) -> int:
         """How many of the latest checks of ``watch`` held this very list, in a row
@@ -297,16 +326,23 @@ class Store:
 
     def commit_cycle(self, watch: str, at: str, snap: snapshot.Snapshot | None, outcome: str,
                      events: Sequence[Event], alerts: Sequence[Alert] = (), *,
-                     now: float = 0.0, reminders: Sequence[tuple[str, str, int]] = ()
-                     ) -> tuple[int, list[int]]:
+                     now: float = 0.0, reminders: Sequence[tuple[str, str, int]] = (),
+                     error: str | None = None, gaps: frozenset[str] | None = None,
+                     same_change_window: float = 0.0) -> tuple[int, list[int]]:
         """Store what one cycle learned in one transaction: the new snapshot (if any), the
-        check, its events, one outbox row per alert, and the reminders it sent.
+        check, its events, one outbox row per alert, the reminders it sent, and the account
+        watch's ``gaps`` when given.
 
+        An alert for a change that another watch of the same host already queued for the
+        same target (within ``same_change_window`` seconds) is stored as a ``duplicate`` of
+        that row: each target hears of a change once, however many watches saw it.
         An alert of a rule with ``settle`` that reverts a change still settling cancels
         both: a price that flaps back within the window sends nothing.
         Returns the check id and the event ids, in the order of ``events``.
         """
         with self.transaction() as tx:
+            if gaps is not None:
+                _write_gaps(tx, watch, gaps)
             if snap is not None:
                 digest = snap.digest
                 if tx.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
@@ -314,7 +350,7 @@ class Store:
                                (digest, zlib.compress(snap.encode(), 6)))
                 tx.execute("INSERT INTO snapshots (watch, digest, taken_at, models) "
                            "VALUES (?,?,?,?)", (watch, digest, at, len(snap.models)))
-            check_id = _insert_check(tx, watch, at, outcome, len(events), None)
+            check_id = _insert_check(tx, watch, at, outcome, len(events), error)
             ids = [
                 _lastrowid(tx.execute(
                     "INSERT INTO events (check_id, watch, type, model, detected_at, body) "
@@ -326,14 +362,19 @@ class Store:
             for alert in alerts:
                 event = events[alert.event]
                 state = "pending"
-                if alert.settle and _cancel_reverted(tx, alert, event, now):
+                dup_of = _same_change(tx, alert, watch, now - same_change_window)
+                if dup_of is not None:
+                    state = "duplicate"
+                elif alert.settle and _cancel_reverted(tx, alert, event, now):
                     state = "cancelled"
-                settle_until = now + alert.settle if alert.settle else None
+                settle_until = now + alert.settle if alert.settle and state == "pending" else None
                 tx.execute(
                     "INSERT INTO outbox (check_id, event_id, target, rule, grp, state, created_at, "
-                    "due_at, settle_until, done_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "due_at, settle_until, done_at, scope, change_key, dup_of) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (check_id, ids[alert.event], alert.target, alert.rule, alert.group, state, now,
-                     settle_until or now, settle_until, now if state == "cancelled" else None))
+                     settle_until or now, settle_until, None if state == "pending" else now,
+                     alert.scope, alert.change_key, dup_of))
             tx.executemany("INSERT OR IGNORE INTO reminders (watch, model, expiration_date, days) "
                            "VALUES (?,?,?,?)", [(watch, m, d, n) for m, d, n in reminders])
         return check_id, ids
@@ -461,12 +502,17 @@ def _cancel_reverted(tx: sqlite3.Connection, alert: Alert, event: Event, now: fl
     if event.get("field") is None:
         return False
     rows = tx.execute(
-        "SELECT o.id, e.body FROM outbox o JOIN events e ON e.id = o.event_id "
+        "SELECT o.id, o.scope, e.body FROM outbox o JOIN events e ON e.id = o.event_id "
         "WHERE o.state = 'pending' AND o.settle_until > ? AND o.target = ? AND o.rule = ? "
         "AND e.model = ? ORDER BY o.id DESC", (now, alert.target, alert.rule, event["model"]))
-    for row_id, body in rows.fetchall():
+    for row_id, scope, body in rows.fetchall():
         earlier = orjson.loads(body)
-        if (earlier.get("watch"), earlier.get("field")) != (event["watch"], event["field"]):
+        if earlier.get("field") != event["field"]:
+            continue
+        # The same host's watches see one catalogue: a flap seen half by one watch and half
+        # by another is still a flap.
+        same_host = scope is not None and scope == alert.scope
+        if not same_host and earlier.get("watch") != event["watch"]:
             continue
         if earlier.get("old") == event.get("new") and earlier.get("new") == event.get("old"):
             tx.execute("UPDATE outbox SET state = 'cancelled', done_at = ? WHERE id = ?",
@@ -474,6 +520,32 @@ def _cancel_reverted(tx: sqlite3.Connection, alert: Alert, event: Event, now: fl
             return True
         return False  # the newest settling change of this field is not reverted by this one
     return False
+
+
+def _same_change(tx: sqlite3.Connection, alert: Alert, watch: str, since: float) -> int | None:
+    """The outbox row through which another watch of the same host already queued this
+    change for this target, if any; None otherwise.
+
+    Rows pair one to one: a row that carries a change for ``watch`` already (it has a
+    duplicate from ``watch``) is not taken again, so a price that goes up, down and up
+    again is told each time, once.
+    """
+    if alert.change_key is None:
+        return None
+    row = tx.execute(
+        "SELECT o.id FROM outbox o JOIN events e ON e.id = o.event_id "
+        "WHERE o.target = ? AND o.change_key = ? AND o.dup_of IS NULL AND o.created_at >= ? "
+        "AND e.watch != ? AND NOT EXISTS (SELECT 1 FROM outbox d JOIN events de "
+        "ON de.id = d.event_id WHERE d.dup_of = o.id AND de.watch = ?) "
+        "ORDER BY o.id LIMIT 1", (alert.target, alert.change_key, since, watch, watch)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _write_gaps(tx: sqlite3.Connection, watch: str, gaps: frozenset[str]) -> None:
+    tx.execute("INSERT OR IGNORE INTO account_watches (watch) VALUES (?)", (watch,))
+    tx.execute("DELETE FROM account_gaps WHERE watch = ?", (watch,))
+    tx.executemany("INSERT INTO account_gaps (watch, model) VALUES (?, ?)",
+                   [(watch, model) for model in sorted(gaps)])
 
 
 def _lock(state_dir: Path) -> int:

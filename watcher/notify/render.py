@@ -80,6 +80,8 @@ def describe(event: Event, today: date | None = None) -> str:
         return "removed from OpenRouter" + _summary(old)
     if kind == "model_unavailable_to_account":
         return "no longer available to your account (OpenRouter still lists it)"
+    if kind == "model_available_to_account":
+        return "available to your account again"
     if kind in ("expiration_set", "expiration_changed", "expiring_soon"):
         when = new
         left = days_left(when, today) if (today and isinstance(when, str)) else None
@@ -147,6 +149,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("Removed models", ("model_removed",), "removed", "removed"),
     ("No longer available to your account", ("model_unavailable_to_account",),
      "unavailable to the account", "unavailable to the account"),
+    ("Available to your account again", ("model_available_to_account",),
+     "available to the account again", "available to the account again"),
     ("Expiring", ("expiring_soon", "expiration_set", "expiration_changed", "expiration_cleared"),
      "expiring", "expiration changes"),
     ("Price changes", ("price_changed",), "price change", "price changes"),
