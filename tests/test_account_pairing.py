@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon import Daemon, wait_for
 from tests.fakes import CatalogueSteps, snapshot_bytes
 from tests.sinks import WebhookSink
 from watcher import config, fetch, snapshot
@@ -225,3 +227,30 @@ async def test_the_same_change_is_sent_once_across_a_restart(
         states = store.outbox_status()["hook"]
     assert states["duplicate"] > 0
     assert states["sent"] == sum(got.values())
+
+
+@pytest.mark.slow
+def test_a_real_daemon_with_both_watches_sends_every_change_once(
+        tmp_path: Path, catalogue: CatalogueSteps, webhook: WebhookSink) -> None:
+    """The same promise in real time: a daemon process polls both watches every second
+    while the catalogue moves at random moments (seeded)."""
+    path = write_config(tmp_path, catalogue, webhook, account_first=False)
+    daemon = Daemon(path, env={"PAIR_KEY": "sk-or-v1-pairing"}).start()
+    try:
+        daemon.wait_started()
+        wait_for(lambda: len(catalogue.requests) >= 3, what="both watches polled")
+        rng = random.Random(7)
+        for step in STEPS[1:]:
+            time.sleep(rng.uniform(3.0, 4.0))
+            catalogue.step = step
+        want = expected_changes()
+        wait_for(lambda: delivered(webhook) == want, timeout=30, what="every change delivered")
+        time.sleep(2.5)  # two more polls of each watch: nothing more may arrive
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+    got = delivered(webhook)
+    assert got == want, f"missing: {want - got}; extra: {got - want}"
+    assert all(count == 1 for count in got.values())
+    assert "Traceback" not in daemon.logs()

@@ -276,3 +276,53 @@ async def test_links_next_to_another_origin_is_not_followed_with_the_key(
     with pytest.raises(FetchError, match=r"links\.next points to another origin"):
         await fetch_with(watch, [])
     assert len(fake_openrouter.requests) == 1
+
+
+async def test_a_response_the_core_cannot_diff_becomes_the_baseline_with_a_notice(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch) -> None:
+    """A bug in the pure core (simulated: the diff raises on one response) must not stop
+    change detection for good: the response becomes the baseline, the operator hears of
+    it, and the next change is reported as usual."""
+    import watcher.app
+
+    hook, ops = WebhookSink().start(), WebhookSink().start()
+    try:
+        path = write(tmp_path, fake_openrouter, hook, ops)
+        settings = config.load(path)
+        real_diff = watcher.app.diff
+
+        def diff_that_fails_on_011(old, new):
+            if len(new.models) == 350 and len(old.models) == 353:  # 010 -> 011 only
+                raise ValueError("cannot compare this catalogue")
+            return real_diff(old, new)
+
+        monkeypatch.setattr(watcher.app, "diff", diff_that_fails_on_011)
+        with Store.open(settings.state_dir) as store:
+            async with fetch.new_session() as session:
+                app = App(settings, store, session, retry=RetryPolicy(attempts=1))
+                outcomes = []
+                for step in (10, 11, 11, 12):
+                    fake_openrouter.set_script([step])
+                    result = await app.cycle(settings.watches[0])
+                    outcomes.append(result.outcome)
+                    await app.deliverer.drain()
+                    await app.operator.wait()
+                app.close()
+            checks = store._read("SELECT outcome, error FROM checks ORDER BY id")
+            events = store.events()
+        assert outcomes == ["baseline", "crashed", "unchanged", "changed"]
+        assert checks[1] == ("crashed", "ValueError: cannot compare this catalogue")
+        # The next diff starts from 011: only the 011 -> 012 changes are reported.
+        added = {e["model"] for e in events if e["type"] == "model_added"}
+        assert added == json_ids(12) - json_ids(11)
+        titles = [r.payload["title"] for r in ops.delivered]
+        assert titles == ["openrouter-watcher: models: problem",
+                          "openrouter-watcher: models: recovered"]
+        assert "not reported" in ops.delivered[0].message["operator"]
+    finally:
+        hook.stop()
+        ops.stop()
+
+
+def json_ids(number: int) -> set[str]:
+    return {m["id"] for m in json.loads(snapshot_bytes(number))["data"]}
