@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from watcher import fetch, log, snapshot
+from watcher import fetch, log, preflight, snapshot
 from watcher.config import RetryPolicy, Settings, Watch
 from watcher.config import load as load_config
 from watcher.diff import diff
@@ -361,11 +361,14 @@ class App:
         """Load the config file again and apply it only if it loads cleanly."""
         try:
             settings = load_config(self.settings.path)
+            found = preflight.verify(settings, self.store)
         except ConfigError as exc:
             self.log.error("config.reload_failed", reason=log.redactor.text(str(exc)),  # noqa: TRY400
                            note="the running config and rules stay in force")
             return False
         log.redactor.update(settings.secrets | self.settings.secrets)
+        for warning in found:
+            self.log.warning("config.warning", message=warning)
         old = {w.name: w for w in self.settings.watches}
         self.settings = settings
         self.status.configure(settings.watches, pairs(settings))

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from watcher import __version__, config, demo, http, log, sdnotify, snapshot, yamldoc
+from watcher import __version__, config, demo, http, log, preflight, sdnotify, snapshot, yamldoc
 from watcher.app import App, CycleResult, Extra, iso, run_once
 from watcher.diff import diff
 from watcher.errors import ConfigError, SnapshotError, WatcherError
@@ -33,7 +33,7 @@ from watcher.fetch import new_session
 from watcher.notify.deliver import build_senders, privacy_url
 from watcher.notify.render import compose, describe, line, price, price_unit
 from watcher.rules.match import route
-from watcher.store import EventQuery, Store
+from watcher.store import DB_NAME, EventQuery, Store
 from watcher.timeline import timeline
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -158,13 +158,18 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
+def _settings(args: argparse.Namespace, *, warn: bool = True) -> config.Settings:
     settings = config.load(config.find_config(args.config))
     log.redactor.update(settings.secrets)
     log.configure(args.log_level or settings.log_level)
-    for warning in settings.warnings:
-        log.get().warning("config.warning", message=warning)
+    if warn:
+        _log_warnings(settings.warnings)
     return settings
+
+
+def _log_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        log.get().warning("config.warning", message=warning)
 
 
 def _print_events(events: Sequence[Event], fmt: str) -> None:
@@ -178,15 +183,25 @@ def _print_events(events: Sequence[Event], fmt: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, warn=False)
+    if (settings.state_dir / DB_NAME).is_file():
+        with Store.open(settings.state_dir, readonly=True) as store:
+            warnings = preflight.verify(settings, store)
+    else:
+        warnings = preflight.verify(settings, None)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    counted = f"; {len(warnings)} warnings" if warnings else ""
     print(f"{settings.path}: OK: {len(settings.watches)} watches, {len(settings.targets)} "
-          f"targets, {len(settings.rules)} rules from {len(settings.rule_files)} files")
+          f"targets, {len(settings.rules)} rules from {len(settings.rule_files)} files{counted}")
     return EXIT_OK
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, warn=False)
+    preflight.check_targets(settings)  # a bad target is a config error before any state error
     with Store.open(settings.state_dir, readonly=args.dry_run) as store:
+        _log_warnings(preflight.verify(settings, store))
         # With --format json stdout carries only events: console:// digests go to stderr.
         console = sys.stderr if args.format == "json" else None
         results = asyncio.run(run_once(settings, store, console=console, dry_run=args.dry_run))
@@ -306,8 +321,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    settings = _settings(args)
+    settings = _settings(args, warn=False)
+    preflight.check_targets(settings)  # a bad target is a config error before any state error
     with Store.open(settings.state_dir) as store:
+        _log_warnings(preflight.verify(settings, store))
         return asyncio.run(_daemon(settings, store, early=early))
 
 

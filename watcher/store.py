@@ -272,6 +272,18 @@ class Store:
         except (zlib.error, SnapshotError) as exc:
             raise StateError(f"{self.path}: stored baseline of {watch!r} is damaged: {exc}") from None
 
+    def first_snapshot(self, watch: str) -> snapshot.Snapshot | None:
+        """The oldest stored snapshot of ``watch`` (its first baseline), or None."""
+        rows = self._read("SELECT b.data FROM snapshots s JOIN blobs b ON b.digest = s.digest "
+                          "WHERE s.watch = ? ORDER BY s.id LIMIT 1", (watch,))
+        if not rows:
+            return None
+        try:
+            return snapshot.parse(zlib.decompress(rows[0][0]))
+        except (zlib.error, SnapshotError) as exc:
+            raise StateError(f"{self.path}: first stored snapshot of {watch!r} is damaged: "
+                             f"{exc}") from None
+
     def snapshots(self, watch: str) -> Iterator[tuple[str, snapshot.Snapshot]]:
         """Every stored snapshot of ``watch`` (one per content change), oldest first."""
         rows = self._conn.execute(

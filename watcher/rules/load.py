@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import yaml
+
 from watcher import yamldoc
 from watcher.events import EVENT_TYPES
 from watcher.notify.templates import compile_template
@@ -74,7 +76,19 @@ def _rule(value: yamldoc.Value, targets: set[str], watches: set[str]) -> Rule:
         title=compile_template(keys["title"]) if "title" in keys else None,
         body=compile_template(keys["body"]) if "body" in keys else None,
         source=f"{value.path}:{value.line}",
+        where=_where(keys),
     )
+
+
+def _where(keys: dict[str, yamldoc.Value]) -> dict[str, str]:
+    where = {}
+    for key, value in keys.items():
+        where[key] = f"{value.path}:{value.line}: {value.key}"
+        if key in ("models", "exclude_models", "fields") and not value.is_null:
+            items = value.sequence() if isinstance(value.node, yaml.SequenceNode) else [value]
+            for index, item in enumerate(items):
+                where[f"{key}[{index}]"] = f"{item.path}:{item.line}: {value.key}[{index}]"
+    return where
 
 
 def _globs(value: yamldoc.Value | None) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from watcher.notify.templates import Template
 
@@ -24,3 +25,6 @@ class Rule:
     title: Template | None = None
     body: Template | None = None
     source: str = ""
+    # "file:line: rules[i].key" of each key the rule gives, and of each glob as "key[j]":
+    # where `check` points a warning about that key.
+    where: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
