@@ -158,8 +158,11 @@ def main() -> int:
         secrets.mkdir(parents=True)
         (secrets / "openrouter-api-key").write_text("sk-or-v1-not-a-real-key\n")
         (secrets / "slack-url").write_text("json://127.0.0.1:9/not-a-real-hook\n")
+        (secrets / "mail-url").write_text("mailto://127.0.0.1:9?to=a@example.com"
+                                          "&from=w@example.com\n")
         for path in secrets.iterdir():
-            path.chmod(0o444)
+            os.chown(path, NOBODY, NOBODY)  # as the README says: the service user alone
+            path.chmod(0o400)
 
         step("no pip in the app's venv")
         assert not list(venv.glob("bin/pip*")), list(venv.glob("bin/pip*"))
@@ -176,7 +179,7 @@ def main() -> int:
         example.mkdir()
         shutil.copy2(REPO / "examples/config.yaml", example / "config.yaml")
         (example / "rules").mkdir()
-        shutil.copy2(REPO / "rules/default.yaml", example / "rules/default.yaml")
+        shutil.copy2(REPO / "examples/rules/team.yaml", example / "rules/team.yaml")
         step("check examples/config.yaml with secrets from $CREDENTIALS_DIRECTORY")
         subprocess.run(as_nobody(exe, "check", "--config", example / "config.yaml"), env=env,
                        check=True)
