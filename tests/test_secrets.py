@@ -121,3 +121,54 @@ def test_redactor_masks_secrets_in_tracebacks_and_nested_values(capsys) -> None:
     assert "RuntimeError" in text
     assert API_KEY not in text
     assert text.count("***") >= 4
+
+
+def test_a_rotated_api_key_file_is_used_at_the_next_poll_and_masked(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    """The daemon reads api_key_file before each poll: no restart for a rotated key."""
+    key_file = tmp_path / "api-key"
+    key_file.write_text(API_KEY + "\n")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(f"""
+state_dir: state
+watches:
+  - {{name: mine, url: "{fake_openrouter.url}/user", interval: 1s, timeout: 2s,
+      api_key_file: api-key}}
+""")
+    fake_openrouter.set_script([24])
+    rotated = "sk-or-v1-ROTATEDKEY0004"
+    daemon = Daemon(config_path).start()
+    try:
+        wait_for(lambda: any(r.get("Authorization") == f"Bearer {API_KEY}"
+                             for r in fake_openrouter.requests), what="a poll with the first key")
+        staged = tmp_path / "api-key.new"
+        staged.write_text(rotated + "\n")
+        staged.replace(key_file)  # as a secret manager rotates: a whole new file
+        wait_for(lambda: any(r.get("Authorization") == f"Bearer {rotated}"
+                             for r in fake_openrouter.requests), what="a poll with the new key")
+        key_file.unlink()  # a key file that vanished fails the poll, and says which file
+        wait_for(lambda: "cannot read api_key_file" in daemon.logs(), what="the missing file")
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+    assert f"{tmp_path}/api-key" in daemon.logs()
+    assert rotated not in daemon.logs() + daemon.output()
+    assert not leaks(daemon.logs() + daemon.output())
+
+
+def test_a_rotated_key_is_masked_from_its_first_use(tmp_path: Path) -> None:
+    from watcher import log
+    from watcher.config import Watch
+    from watcher.fetch import with_current_key
+
+    key_file = tmp_path / "api-key"
+    key_file.write_text("sk-or-v1-FIRSTKEY0005")
+    log.redactor.update({"sk-or-v1-FIRSTKEY0005", "other-secret-0006"})
+    watch = Watch(name="mine", url="http://127.0.0.1:1/api/v1/models/user", interval=60,
+                  api_key="sk-or-v1-FIRSTKEY0005", api_key_file=key_file)
+    key_file.write_text("sk-or-v1-SECONDKEY0007\n")
+    assert with_current_key(watch).api_key == "sk-or-v1-SECONDKEY0007"
+    line = "old sk-or-v1-FIRSTKEY0005 new sk-or-v1-SECONDKEY0007 other other-secret-0006"
+    assert log.redactor.text(line) == "old *** new *** other ***"
+    log.redactor.update(())

@@ -48,6 +48,7 @@ class Watch:
     url: str
     interval: float
     api_key: str | None = field(default=None, repr=False)
+    api_key_file: Path | None = None  # read again before every poll: a rotated key just works
     timeout: float = 30.0
     max_body_bytes: int = 32 << 20
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -223,13 +224,14 @@ def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[
         )
     if "api_key_env" in keys and "api_key_file" in keys:
         raise keys["api_key_file"].error("give api_key_env or api_key_file, not both")
-    api_key = None
+    api_key, key_file = None, None
     if "api_key_env" in keys:
         var = keys["api_key_env"].string()
         api_key = os.environ.get(var)
         if not api_key:
             raise keys["api_key_env"].error(f"environment variable {var} is not set")
     elif "api_key_file" in keys:
+        key_file = _secret_path(keys["api_key_file"], base)
         api_key = _read_secret_file(keys["api_key_file"], base)
     if api_key:
         secrets.append(api_key)
@@ -245,7 +247,8 @@ def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[
     )
     max_removed = keys["max_removed_pct"].number(minimum=0) if "max_removed_pct" in keys else 30.0
     confirm = keys["confirm_polls"].integer(minimum=1) if "confirm_polls" in keys else 3
-    return Watch(name=name, url=url, interval=interval, api_key=api_key, timeout=timeout,
+    return Watch(name=name, url=url, interval=interval, api_key=api_key, api_key_file=key_file,
+                 timeout=timeout,
                  max_body_bytes=int(max_mb * (1 << 20)), retry=retry,
                  max_removed_pct=max_removed, confirm_polls=confirm)
 
@@ -326,8 +329,12 @@ def url_secrets(url: str) -> list[str]:
     return [p for p in pieces if len(p) >= 8]
 
 
+def _secret_path(value: yamldoc.Value, base: Path) -> Path:
+    return base / value.string(expand_env=True)
+
+
 def _read_secret_file(value: yamldoc.Value, base: Path) -> str:
-    path = base / value.string(expand_env=True)
+    path = _secret_path(value, base)
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
@@ -27,7 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import orjson
 
-from watcher import __version__
+from watcher import __version__, log
 from watcher.config import RetryPolicy, Watch
 from watcher.errors import AuthError, FetchError
 
@@ -48,6 +49,7 @@ async def fetch(session: aiohttp.ClientSession, watch: Watch, *,
                 policy: RetryPolicy | None = None, sleep: Sleep = asyncio.sleep) -> list[bytes]:
     """Every page of ``watch.url``; retries transient failures, raises FetchError."""
     policy = policy or watch.retry
+    watch = with_current_key(watch)
     pages: list[bytes] = []
     url: str | None = watch.url
     seen: set[str] = set()
@@ -63,6 +65,23 @@ async def fetch(session: aiohttp.ClientSession, watch: Watch, *,
             raise FetchError(f"{_safe(watch.url)}: links.next points to another origin "
                              f"({_safe(url)}); not followed", retryable=False)
     return pages
+
+
+def with_current_key(watch: Watch) -> Watch:
+    """``watch`` with its ``api_key_file`` read again: a rotated key works without a restart,
+    and is a secret the logs mask from its first use."""
+    if watch.api_key_file is None:
+        return watch
+    try:
+        key = watch.api_key_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise FetchError(f"cannot read api_key_file {watch.api_key_file}: {exc.strerror}",
+                         retryable=False) from None
+    if not key:
+        raise FetchError(f"api_key_file {watch.api_key_file} is empty", retryable=False)
+    if key != watch.api_key:
+        log.redactor.add(key)
+    return replace(watch, api_key=key)
 
 
 async def fetch_page(session: aiohttp.ClientSession, watch: Watch, url: str, *,

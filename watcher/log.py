@@ -30,6 +30,10 @@ class Redactor:
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
+    def add(self, secret: str) -> None:
+        """One more secret (an API key read again), keeping the others."""
+        self.update((*self._secrets, secret))
+
     def text(self, value: str) -> str:
         for secret in self._secrets:
             if secret in value:
