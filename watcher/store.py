@@ -214,10 +214,20 @@ class Store:
     @classmethod
     def open_reader(cls, path: Path) -> Store:
         """A read-only connection to the existing database at ``path``, for a reader in
-        another thread (the web pages build timelines off the daemon's loop)."""
+        another thread (the web pages build timelines off the daemon's loop) or process.
+
+        It leaves no file behind: a WAL reader creates ``-wal`` and ``-shm`` files when they
+        are missing and does not remove them, and root reading a ``DynamicUser=`` service's
+        state would leave files the service cannot write.  They are missing only when no
+        writer has the database open (the last one to close removes them), and then the
+        database file alone is the whole state: it is opened ``immutable`` (no lock, no
+        side file).  A writer that starts while such a reader reads may make it fail
+        (never the writer); the reader's command is simply run again.
+        """
+        quiet = not Path(f"{path}-wal").exists()
+        uri = f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if quiet else ''}"
         try:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                   isolation_level=None, timeout=10)
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot read the state database: {exc}") from None
         return cls(conn, path)
