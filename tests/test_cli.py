@@ -146,6 +146,35 @@ def test_diff_with_rules_shows_routes(watch_config: Path) -> None:
     assert all(e["routes"] == [] for e in events if e["type"] == "field_changed")
 
 
+def test_diff_matched_shows_only_the_events_a_rule_sends(watch_config: Path) -> None:
+    steps = (str(snapshot_path(10)), str(snapshot_path(11)))
+    every = cli("diff", *steps, "--rules", "--config", str(watch_config))
+    assert "-> nowhere" in every.stdout  # the field_changed events go nowhere
+    matched = cli("diff", *steps, "--matched", "--config", str(watch_config))
+    assert matched.returncode == 0, matched.stderr
+    assert "-> nowhere" not in matched.stdout
+    assert "field_changed" not in matched.stdout
+    routed = every.stdout.count("-> console (rule everything)")
+    assert routed > 0
+    assert matched.stdout.count("-> console (rule everything)") == routed
+    as_json = json_lines(cli("diff", *steps, "--rules", "--matched", "--config",
+                             str(watch_config), "--format", "json").stdout)
+    assert len(as_json) == routed
+    assert all(e["routes"] for e in as_json)
+
+
+def test_dry_run_shows_the_events_no_rule_matches(watch_config: Path,
+                                                  fake_openrouter: FakeOpenRouter) -> None:
+    fake_openrouter.set_script([24])
+    assert cli("once", "--config", str(watch_config)).returncode == 0
+    fake_openrouter.set_script([25])
+    dry = cli("once", "--dry-run", "--config", str(watch_config))
+    assert dry.returncode == 0, dry.stderr
+    assert "  rule 'everything' -> console: Mistral: Devstral 2 2512 (free)" in dry.stdout
+    assert ("  no rule -> nowhere: field_changed: Mistral: Mistral Nemo "
+            "(mistralai/mistral-nemo)") in dry.stdout
+
+
 def test_demo_runs_offline_and_shows_real_changes() -> None:
     proc = cli("demo")
     assert proc.returncode == 0, proc.stderr

@@ -119,3 +119,14 @@ def test_store_names_its_database_once_and_reads_events_with_their_row_ids(tmp_p
     other = Store.open(tmp_path / "other")
     assert other.instance_id() != first
     other.close()
+
+
+def test_chart_of_a_model_seen_for_hours_ends_at_its_last_data_point_not_in_the_future() -> None:
+    svg = chart.price_chart({"prompt": prices(("2026-01-01T10:00:00Z", "0.000001"),
+                                              ("2026-01-01T14:00:00Z", "0.000002"))},
+                            start="2026-01-01T10:00:00Z", end="2026-01-01T16:00:00Z")
+    labels = re.findall(r'class="x-label"[^>]*>([^<]+)<', svg)
+    assert labels[-1] == "01-01 16:00"  # the right edge is the end, not start + 1 day
+    assert labels[0] == "12-31 16:00"   # the day is made up on the left
+    (path,) = re.findall(r'data-key="prompt"[^>]* d="([^"]+)"', svg)
+    assert path.endswith("H704.0")      # the last price holds to the right edge, the end

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("new", type=Path)
     dif.add_argument("--rules", action="store_true",
                      help="also show which rule sends each event where (needs a config)")
+    dif.add_argument("--matched", action="store_true",
+                     help="with the rules (implies --rules): only the events a rule sends "
+                          "somewhere, without the '-> nowhere' ones")
     notify = sub.add_parser("test-notify", parents=[common],
                             help="send a test message to targets and report each",
                             description="Send a test message to each named target (default: "
@@ -232,7 +235,14 @@ def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: s
         by_key: dict[tuple[str, str], list[Event]] = {}
         for alert in result.alerts:
             by_key.setdefault((alert.target, alert.group), []).append(result.events[alert.event])
-            print(f"  rule {alert.rule!r} -> {alert.target}: {line(result.events[alert.event])}")
+        # Every event, with where each goes: one no rule matches is shown too, since a
+        # dry run is where a person finds out that a rule does not select what it should.
+        for index, event in enumerate(result.events):
+            alerts = [a for a in result.alerts if a.event == index]
+            for alert in alerts:
+                print(f"  rule {alert.rule!r} -> {alert.target}: {line(event)}")
+            if not alerts:
+                print(f"  no rule -> nowhere: {event['type']}: {line(event)}")
         for (target, group), events in by_key.items():
             rule = next((r for r in settings.rules if r.name == group), None)
             message = compose(settings.targets[target], events, key="dry-run", today=today,
@@ -471,12 +481,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
     old, new = _read_snapshot(args.old), _read_snapshot(args.new)
     events = events_from_changes(diff(old, new), old=old, new=new, watch="diff",
                                  detected_at=iso(datetime.now(UTC)))
-    if not args.rules:
+    if not args.rules and not args.matched:
         _print_events(events, args.format)
         return EXIT_OK
     settings = _settings(args)
     for event in events:
         routes = route(settings.rules, event)
+        if args.matched and not routes:
+            continue
         if args.format == "json":
             routed = {**event, "routes": [{"rule": r.name, "target": t} for r, t in routes]}
             sys.stdout.write(orjson.dumps(routed).decode() + "\n")

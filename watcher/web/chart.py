@@ -72,7 +72,8 @@ def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str
                 absent: Sequence[tuple[str, str]] = (), title: str = "Price history") -> str:
     """SVG markup, or "" when there is no per-token price to draw.
 
-    ``start``/``end`` bound the time axis; ``absent`` are ``(from, to)`` times when the
+    ``start``/``end`` bound the time axis (``end`` is its right edge, at least a day after
+    the left); ``absent`` are ``(from, to)`` times when the
     model was not listed.
     """
     series = chartable(prices)
@@ -80,7 +81,9 @@ def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str
         return ""
     t0, t1 = parse_time(start), parse_time(end)
     if t1 - t0 < timedelta(days=1):
-        t1 = t0 + timedelta(days=1)
+        # At least a day wide, widened into the past: the axis ends at ``end`` (the last
+        # data point), never in a future that no price has been seen in.
+        t0 = t1 - timedelta(days=1)
     top = max(float(s.per_million) for steps in series.values() for s in steps
               if s.per_million is not None)
     step = nice_ceiling(top / 4)
