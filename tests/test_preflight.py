@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 from pathlib import Path
 
@@ -81,11 +82,12 @@ def test_a_models_glob_is_checked_against_every_stored_list(tmp_path: Path) -> N
     assert preflight.verify(settings, None) == []  # no state: models: globs are not judged
     with Store.open(state, readonly=True) as store:
         found = preflight.verify(settings, store)
+    seen = len(snapshot.parse(snapshot_bytes(24)).models) + 1
     assert found == [
-        f"{tmp_path}/rules.yaml:4: rules[0].models[2]: 'opnai/*' matches no model of the "
-        f"{len(snapshot.parse(snapshot_bytes(24)).models) + 1} the stored lists have had",
-        f"{tmp_path}/rules.yaml:5: rules[0].exclude_models[0]: '*:nitro' matches no model of "
-        f"the {len(snapshot.parse(snapshot_bytes(24)).models) + 1} the stored lists have had",
+        (f"{tmp_path}/rules.yaml:4: rules[0].models[2]: 'opnai/*' matches no model of the "
+         f"{seen} the stored lists have had"),
+        (f"{tmp_path}/rules.yaml:5: rules[0].exclude_models[0]: '*:nitro' matches no model of "
+         f"the {seen} the stored lists have had"),
     ]
     proc = cli("check", "--config", str(path))
     assert proc.returncode == 0
@@ -124,7 +126,7 @@ def test_every_real_event_field_is_one_its_type_can_carry() -> None:
     each event, taken as a glob, is one that preflight says its type can carry."""
     paths = sorted(DATA.glob("*.json.gz"))
     seen: set[str] = set()
-    for old_path, new_path in zip(paths, paths[1:], strict=False):
+    for old_path, new_path in itertools.pairwise(paths):
         old = snapshot.parse(gzip.decompress(old_path.read_bytes()))
         new = snapshot.parse(gzip.decompress(new_path.read_bytes()))
         for event in events_from_changes(diff(old, new), old=old, new=new, watch="m",

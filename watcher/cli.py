@@ -80,7 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the events, the rules that matched and the exact message each "
                            "target would get; send nothing and change no state")
     sub.add_parser("check", parents=[common], help="validate the config and rule files",
-                   description="Load the config and every rule file; exit 0 or 2.")
+                   description="Load the config and every rule file, and check that every "
+                               "target URL is one Apprise can load: exit 2 naming file, line "
+                               "and key if not. Then print a 'warning:' line (file:line: key) "
+                               "for what loads but probably does not do what was meant: a "
+                               "target nothing sends to, a fields: glob no event field can "
+                               "match, a models: glob no stored model ever matched (once "
+                               "there is state), a rule or event type that can never fire, "
+                               "a key that changes nothing. Warnings alone exit 0; run and "
+                               "once log the same warnings at start.")
     hist = sub.add_parser("history", parents=[common], help="stored events, newest last",
                           description="Print stored events, oldest first.")
     hist.add_argument("--format", choices=("text", "json", "csv"), default="text",
