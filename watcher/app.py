@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from watcher import fetch, log, preflight, snapshot
-from watcher.config import RetryPolicy, Settings, Watch
+from watcher.config import RetryPolicy, Settings, Watch, public_watch
 from watcher.config import load as load_config
 from watcher.diff import diff
 from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
@@ -425,15 +425,6 @@ class App:
             now = loop.time()
             if next_tick < now:
                 next_tick = now + random.uniform(0, min(watch.interval * 0.05, 5.0))
-
-
-def public_watch(settings: Settings, watch: Watch) -> Watch | None:
-    """For a ``/models/user`` watch, the watch of the public ``/models`` list it pairs with."""
-    base = watch.url.rstrip("/")
-    if not base.endswith("/models/user"):
-        return None
-    public_url = base.removesuffix("/user")
-    return next((w for w in settings.watches if w.url.rstrip("/") == public_url), None)
 
 
 def pairs(settings: Settings) -> dict[str, Watch]:

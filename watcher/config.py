@@ -125,6 +125,15 @@ class Settings:
     http: Http | None = None        # None: no listener
 
 
+def public_watch(settings: Settings, watch: Watch) -> Watch | None:
+    """For a ``/models/user`` watch, the watch of the public ``/models`` list it pairs with."""
+    base = watch.url.rstrip("/")
+    if not base.endswith("/models/user"):
+        return None
+    public_url = base.removesuffix("/user")
+    return next((w for w in settings.watches if w.url.rstrip("/") == public_url), None)
+
+
 def packaged_config() -> Path:
     """The default config shipped inside the package."""
     return Path(str(resources.files("watcher") / "defaults" / "openrouter-watcher.yaml"))

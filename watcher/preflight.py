@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from watcher.config import Settings
+from watcher.config import Settings, public_watch
 from watcher.errors import ConfigError, StateError
 from watcher.rules.match import MEASURED_TYPES
 from watcher.rules.model import Rule
@@ -65,7 +65,9 @@ FIXED_FIELD = {"expiration_set": "expiration_date", "expiration_changed": "expir
                "context_length_changed": "context_length"}
 # Types whose events carry no field, so that ``fields:`` lets them through.
 NO_FIELD = frozenset({"model_added", "model_removed"})
-ACCOUNT_SUFFIX = "_to_account"  # model_unavailable_to_account and its kin: /models/user only
+# model_unavailable_to_account and model_available_to_account: only from a /models/user
+# watch paired with the public list of its host.
+ACCOUNT_SUFFIX = "_to_account"
 
 
 @dataclass(frozen=True)
@@ -194,11 +196,11 @@ def _never(rule: Rule, event_type: str, settings: Settings, fields: frozenset[st
     """Why ``rule`` can never pass an event of ``event_type``, as (key to blame, reason)."""
     if event_type.endswith(ACCOUNT_SUFFIX):
         names = set(rule.watches) or {w.name for w in settings.watches}
-        if not any(w.name in names and w.url.rstrip("/").endswith("/models/user")
-                   for w in settings.watches):
+        if not any(w.name in names and public_watch(settings, w) for w in settings.watches):
             where = "its watches have" if rule.watches else "the config has"
-            return ("watches" if rule.watches else "on",
-                    f"{event_type} comes only from a /models/user watch, and {where} none")
+            reason = (f"{event_type} comes only from a /models/user watch paired with the "
+                      f"/models watch of the same host, and {where} none")
+            return ("watches" if rule.watches else "on"), reason
     if event_type == "expiring_soon" and not settings.expiring_soon_days:
         return "on", "expiring_soon_days is empty, so no expiring_soon is ever sent"
     if rule.fields and not any(_can_carry(event_type, g, fields) is not False for g in rule.fields):
