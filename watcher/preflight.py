@@ -87,7 +87,7 @@ def verify(settings: Settings, store: Store | None) -> list[str]:
     try:
         catalogue = stored_catalogue(store) if store is not None else None
     except StateError as exc:
-        found.append(f"models: globs not checked against the stored lists: {exc}")
+        found.append(f"{exc} (so models: globs are not checked against the stored lists)")
     return [*found, *warnings(settings, catalogue)]
 
 
