@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "--format json, stdout has one event per line and "
                                       "console:// digests go to stderr.")
     once.add_argument("--dry-run", action="store_true",
-                      help="show the events, the rules that matched and the exact message each "
-                           "target would get; send nothing and change no state")
+                      help="show every event with the rules that matched it ('no rule -> "
+                           "nowhere' when none did) and the exact message each target would "
+                           "get; send nothing and change no state")
     sub.add_parser("check", parents=[common], help="validate the config and rule files",
                    description="Load the config and every rule file, and check that every "
                                "target URL is one Apprise can load: exit 2 naming file, line "
