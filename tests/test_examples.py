@@ -78,3 +78,15 @@ def test_the_service_example_sends_vendor_price_increases_to_slack_and_mail(
     assert "qwen/qwen3-next-80b-a3b-instruct" in mail
     assert "minimax/minimax-m2.1" not in mail
     assert "moonshotai/" not in mail
+
+
+def test_the_readme_recipe_is_what_the_example_rules_start_with() -> None:
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    recipe = readme[readme.index("**Recipe:"):]
+    block = recipe[recipe.index("```yaml\n") + 8:recipe.index("```\n", recipe.index("```yaml"))]
+    shown = yaml.safe_load(block)["rules"]
+    shipped = yaml.safe_load((ROOT / "examples/rules/team.yaml").read_text())["rules"]
+    assert shown == shipped[:len(shown)]
+    assert {t for rule in shown for t in rule["notify"]} == {"team", "oncall-mail"}
