@@ -186,3 +186,17 @@ def test_a_reload_with_a_target_apprise_refuses_keeps_the_running_config(
                     app.close()
 
     assert asyncio.run(reload()) is False
+
+
+def test_a_rule_made_in_code_is_pointed_at_by_its_source() -> None:
+    from watcher.config import Settings, Target, Watch
+    from watcher.rules.model import Rule
+
+    rule = Rule(name="r", on=frozenset({"model_added"}), notify=("console",), min_change_pct=5,
+                source="x.yaml:3")
+    settings = Settings(path=Path("c.yaml"), state_dir=Path("s"),
+                        watches=(Watch("m", "http://127.0.0.1:1/api/v1/models", 60),),
+                        targets={"console": Target("console", "console://", source="c.yaml:4")},
+                        rules=(rule,))
+    (warning,) = preflight.warnings(settings)
+    assert warning.startswith("x.yaml:3: min_change_pct: rule 'r': min_change_pct changes nothing")

@@ -149,7 +149,7 @@ def warnings(settings: Settings, catalogue: Catalogue | None = None) -> list[str
         for index, glob in enumerate(rule.fields):
             if not any(_can_carry(t, glob, fields) for t in (*FIXED_FIELD, "price_changed",
                                                               "field_changed")):
-                out.append(f"{rule.where[f'fields[{index}]']}: {glob!r} matches no field an "
+                out.append(f"{_at(rule, f'fields[{index}]')}: {glob!r} matches no field an "
                            "event can carry (prices are pricing.<key> such as pricing.prompt; "
                            "then expiration_date, context_length, or a model field such as "
                            "top_provider.max_completion_tokens)")
@@ -157,7 +157,7 @@ def warnings(settings: Settings, catalogue: Catalogue | None = None) -> list[str
             for key in ("models", "exclude_models"):
                 for index, glob in enumerate(getattr(rule, key)):
                     if not any(fnmatchcase(m, glob) for m in catalogue.models):
-                        out.append(f"{rule.where[f'{key}[{index}]']}: {glob!r} matches no model "
+                        out.append(f"{_at(rule, f'{key}[{index}]')}: {glob!r} matches no model "
                                    f"of the {len(catalogue.models)} the stored lists have had")
         out += _rule_findings(rule, settings, fields)
     return out
@@ -167,28 +167,33 @@ def _rule_findings(rule: Rule, settings: Settings, fields: frozenset[str]) -> li
     named = f"rule {rule.name!r}"
     if _excludes_all(rule):
         reason = "exclude_models leaves out every model it selects"
-        return [f"{rule.where['exclude_models']}: {named} can never fire: {reason}"]
+        return [f"{_at(rule, 'exclude_models')}: {named} can never fire: {reason}"]
     out: list[str] = []
     never = {t: why for t in sorted(rule.on) if (why := _never(rule, t, settings, fields))}
     if never and len(never) == len(rule.on):
         keys = {key for key, _ in never.values()}
         key = keys.pop() if len(keys) == 1 else "on"
         reasons = "; ".join(reason for _, reason in never.values())
-        out.append(f"{rule.where[key]}: {named} can never fire: {reasons}")
+        out.append(f"{_at(rule, key)}: {named} can never fire: {reasons}")
     else:
-        out += [f"{rule.where[key]}: {named} never sends its {t} events: {reason}"
+        out += [f"{_at(rule, key)}: {named} never sends its {t} events: {reason}"
                 for t, (key, reason) in never.items()]
     if not rule.on & MEASURED_TYPES:
         for key, given in (("min_change_pct", rule.min_change_pct is not None),
                            ("direction", rule.direction != "any")):
             if given:
-                out.append(f"{rule.where[key]}: {named}: {key} changes nothing: only "
+                out.append(f"{_at(rule, key)}: {named}: {key} changes nothing: only "
                            "price_changed and context_length_changed have a change_pct, and "
                            "other events pass through it")
     if rule.fields and all(t in NO_FIELD or t.endswith(ACCOUNT_SUFFIX) for t in rule.on):
-        out.append(f"{rule.where['fields']}: {named}: fields changes nothing: "
+        out.append(f"{_at(rule, 'fields')}: {named}: fields changes nothing: "
                    f"{', '.join(sorted(rule.on))} events carry no field, and pass through it")
     return out
+
+
+def _at(rule: Rule, key: str) -> str:
+    """Where a warning about ``key`` of ``rule`` points: ``file:line: rules[i].key``."""
+    return rule.where.get(key) or f"{rule.source}: {key}"
 
 
 def _never(rule: Rule, event_type: str, settings: Settings, fields: frozenset[str]
