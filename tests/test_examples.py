@@ -90,3 +90,19 @@ def test_the_readme_recipe_is_what_the_example_rules_start_with() -> None:
     shipped = yaml.safe_load((ROOT / "examples/rules/team.yaml").read_text())["rules"]
     assert shown == shipped[:len(shown)]
     assert {t for rule in shown for t in rule["notify"]} == {"team", "oncall-mail"}
+
+
+def test_the_unit_and_compose_hand_over_exactly_the_secrets_the_example_reads() -> None:
+    import re
+
+    import yaml
+
+    reads = set(re.findall(r"\$\{CREDENTIALS_DIRECTORY\}/([\w-]+)",
+                           (ROOT / "examples/config.yaml").read_text()))
+    assert reads == {"openrouter-api-key", "slack-url", "mail-url"}
+    unit = (ROOT / "systemd/openrouter-watcher.service").read_text()
+    assert set(re.findall(r"^LoadCredential=([\w-]+):", unit, re.MULTILINE)) == reads
+    compose = yaml.safe_load((ROOT / "compose.example.yaml").read_text())
+    assert set(compose["secrets"]) == reads
+    assert set(compose["services"]["watcher"]["secrets"]) == reads
+    assert "./rules:/etc/openrouter-watcher/rules:ro" in compose["services"]["watcher"]["volumes"]
