@@ -443,7 +443,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with Store.open(settings.state_dir, readonly=True) as store:
         watches = [args.watch] if args.watch else store.watches()
-        stories = [timeline(args.model, store.snapshots(w), watch=w) for w in watches]
+        stories = [timeline(args.model, store.model_states(w, args.model), watch=w) for w in watches]
     stories = [s for s in stories if s["first_seen"] is not None]
     if not stories:
         print(f"openrouter-watcher: no stored snapshot has a model {args.model!r}",

@@ -42,7 +42,7 @@ from watcher.config import Settings, public_watch
 from watcher.errors import ConfigError, StateError
 from watcher.rules.match import MEASURED_TYPES
 from watcher.rules.model import Rule
-from watcher.store import EventQuery, Store
+from watcher.store import Store
 
 # Every dotted field of the models in the real /api/v1/models responses of tests/data
 # (December 2025 - January 2026; a test keeps it in step).  Before any state exists these
@@ -121,12 +121,11 @@ def stored_catalogue(store: Store) -> Catalogue | None:
     fields: set[str] = set()
     watches = store.watches()
     for watch in watches:
+        models.update(store.models_ever(watch))
         for snap in (store.first_snapshot(watch), store.latest_snapshot(watch)):
             if snap is not None:
-                models.update(snap.models)
                 for item in snap.models.values():
                     fields.update(dotted_fields(item))
-    models.update(e["model"] for e in store.events(EventQuery(type="model_added")))
     return Catalogue(frozenset(models), frozenset(fields)) if watches else None
 
 

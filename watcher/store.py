@@ -1,8 +1,8 @@
-"""SQLite state: snapshots, checks, events (and, later, the notification outbox).
+"""SQLite state: snapshots, checks, events and the notification outbox.
 
-One file in ``state_dir``, WAL mode.  Snapshots are stored only when their content
-changes, zlib-compressed and addressed by content digest.  Everything a poll cycle learns
-is written in one transaction, so a crash leaves either all of it or none of it.
+One file in ``state_dir``, WAL mode.  A snapshot is stored only when its content changes,
+as the model versions that changed (see :mod:`watcher.versions`).  Everything a poll
+cycle learns is written in one transaction, so a crash leaves either all of it or none.
 
 A database that cannot be opened or fails its integrity check raises
 :class:`StateError`: it is never treated as empty, which would report every model as new.
@@ -15,7 +15,6 @@ import hashlib
 import os
 import sqlite3
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,26 +23,41 @@ from typing import Any, Self
 
 import orjson
 
-from watcher import snapshot
-from watcher.errors import SnapshotError, StateError
+from watcher import log, snapshot, versions
+from watcher.errors import StateError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
 LOCK_NAME = "openrouter-watcher.lock"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (
-    digest TEXT PRIMARY KEY,
-    data   BLOB NOT NULL                  -- zlib(Snapshot.encode())
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
     watch    TEXT NOT NULL,
-    digest   TEXT NOT NULL REFERENCES blobs(digest),
+    digest   TEXT NOT NULL,               -- Snapshot.digest: the whole list's content
     taken_at TEXT NOT NULL,
     models   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS snapshots_watch ON snapshots(watch, id);
+CREATE TABLE IF NOT EXISTS zdicts (
+    id   INTEGER PRIMARY KEY,
+    data BLOB NOT NULL                    -- a zlib preset dictionary (see watcher.versions)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    digest BLOB PRIMARY KEY,              -- versions.version_digest of the model's JSON
+    zdict  INTEGER REFERENCES zdicts(id), -- the dictionary it was compressed with, if any
+    data   BLOB NOT NULL                  -- zlib of that JSON
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spans (
+    id         INTEGER PRIMARY KEY,
+    watch      TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    version    BLOB NOT NULL REFERENCES versions(digest),
+    first_snap INTEGER NOT NULL REFERENCES snapshots(id),  -- listed from this snapshot on
+    last_snap  INTEGER REFERENCES snapshots(id)            -- until before this one, NULL: now
+);
+CREATE INDEX IF NOT EXISTS spans_model ON spans(watch, model, first_snap);
+CREATE INDEX IF NOT EXISTS spans_open ON spans(watch) WHERE last_snap IS NULL;
 CREATE TABLE IF NOT EXISTS checks (
     id      INTEGER PRIMARY KEY,
     watch   TEXT NOT NULL,
@@ -191,14 +205,8 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise StateError(f"{path}: written by a newer openrouter-watcher "
                                  f"(schema {version}, this one knows {SCHEMA_VERSION})")
-            if version == 1:  # 1 -> 2: checks.digest, for holds that outlive the process
-                conn.execute("ALTER TABLE checks ADD COLUMN digest TEXT")
-            if 1 <= version < 3:  # 2 -> 3: one alert per change across the watches of a host
-                for column in ("scope TEXT", "change_key TEXT",
-                               "dup_of INTEGER REFERENCES outbox(id)"):
-                    conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
-            conn.executescript(SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                _upgrade(conn, version, path)
         except sqlite3.Error as exc:
             os.close(lock)
             raise StateError(f"{path}: cannot use the state database: {exc}. It is not "
@@ -270,41 +278,47 @@ class Store:
     def latest_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The baseline of ``watch``: its newest stored snapshot, or None before the first."""
         try:
-            row = self._conn.execute(
-                "SELECT b.data FROM snapshots s JOIN blobs b ON b.digest = s.digest "
-                "WHERE s.watch = ? ORDER BY s.id DESC LIMIT 1", (watch,)).fetchone()
+            return versions.latest(self._conn, watch)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the baseline of {watch!r}: {exc}") from None
-        if row is None:
-            return None
-        try:
-            return snapshot.parse(zlib.decompress(row[0]))
-        except (zlib.error, SnapshotError) as exc:
+        except StateError as exc:
             raise StateError(f"{self.path}: stored baseline of {watch!r} is damaged: {exc}") from None
 
     def first_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The oldest stored snapshot of ``watch`` (its first baseline), or None."""
-        rows = self._read("SELECT b.data FROM snapshots s JOIN blobs b ON b.digest = s.digest "
-                          "WHERE s.watch = ? ORDER BY s.id LIMIT 1", (watch,))
-        if not rows:
+        rows = self._read("SELECT MIN(id) FROM snapshots WHERE watch = ?", (watch,))
+        if rows[0][0] is None:
             return None
-        try:
-            return snapshot.parse(zlib.decompress(rows[0][0]))
-        except (zlib.error, SnapshotError) as exc:
-            raise StateError(f"{self.path}: first stored snapshot of {watch!r} is damaged: "
-                             f"{exc}") from None
+        return self.rebuild_snapshot(int(rows[0][0]))
 
-    def snapshots(self, watch: str) -> Iterator[tuple[str, snapshot.Snapshot]]:
-        """Every stored snapshot of ``watch`` (one per content change), oldest first."""
-        rows = self._conn.execute(
-            "SELECT s.taken_at, b.data FROM snapshots s JOIN blobs b ON b.digest = s.digest "
-            "WHERE s.watch = ? ORDER BY s.id", (watch,)).fetchall()
-        for taken_at, data in rows:
-            try:
-                yield taken_at, snapshot.parse(zlib.decompress(data))
-            except (zlib.error, SnapshotError) as exc:
-                raise StateError(f"{self.path}: stored snapshot of {watch!r} at {taken_at} is "
-                                 f"damaged: {exc}") from None
+    def models_ever(self, watch: str) -> set[str]:
+        """Every model id ``watch`` ever listed (one index scan of its spans)."""
+        return {r[0] for r in self._read("SELECT DISTINCT model FROM spans WHERE watch = ?",
+                                         (watch,))}
+
+    def model_states(self, watch: str, model: str) -> versions.ModelStates:
+        """Every stored state of ``model`` in ``watch``, oldest first (its rows only)."""
+        try:
+            return versions.model_states(self._conn, watch, model)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot read the history of {model!r}: {exc}") from None
+        except StateError as exc:
+            raise StateError(f"{self.path}: stored history of {model!r} in {watch!r} is "
+                             f"damaged: {exc}") from None
+
+    def stored_snapshots(self, watch: str) -> list[tuple[int, str, str]]:
+        """(id, taken_at, digest) of every stored snapshot of ``watch``, oldest first."""
+        return [(r[0], r[1], r[2]) for r in self._read(
+            "SELECT id, taken_at, digest FROM snapshots WHERE watch = ? ORDER BY id", (watch,))]
+
+    def rebuild_snapshot(self, snapshot_id: int) -> snapshot.Snapshot:
+        """Stored snapshot ``snapshot_id`` as it was polled."""
+        try:
+            return versions.rebuild(self._conn, snapshot_id)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot read snapshot {snapshot_id}: {exc}") from None
+        except StateError as exc:
+            raise StateError(f"{self.path}: stored snapshot {snapshot_id} is damaged: {exc}") from None
 
     def watches(self) -> list[str]:
         """Every watch the database has snapshots of."""
@@ -366,12 +380,10 @@ class Store:
             if gaps is not None:
                 _write_gaps(tx, watch, gaps)
             if snap is not None:
-                digest = snap.digest
-                if tx.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
-                    tx.execute("INSERT INTO blobs (digest, data) VALUES (?, ?)",
-                               (digest, zlib.compress(snap.encode(), 6)))
-                tx.execute("INSERT INTO snapshots (watch, digest, taken_at, models) "
-                           "VALUES (?,?,?,?)", (watch, digest, at, len(snap.models)))
+                snapshot_id = _lastrowid(tx.execute(
+                    "INSERT INTO snapshots (watch, digest, taken_at, models) VALUES (?,?,?,?)",
+                    (watch, snap.digest, at, len(snap.models))))
+                versions.write(tx, watch, snapshot_id, snap)
             check_id = _insert_check(tx, watch, at, outcome, len(events), error)
             ids = [
                 _lastrowid(tx.execute(
@@ -568,6 +580,41 @@ def _write_gaps(tx: sqlite3.Connection, watch: str, gaps: frozenset[str]) -> Non
     tx.execute("DELETE FROM account_gaps WHERE watch = ?", (watch,))
     tx.executemany("INSERT INTO account_gaps (watch, model) VALUES (?, ?)",
                    [(watch, model) for model in sorted(gaps)])
+
+
+def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
+    """Create the schema, or bring a database of an earlier release (``version``) to this
+    one, in one transaction: a crash or a kill leaves the old database as it was, and the
+    next start migrates again."""
+    logger = log.get()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 1:  # 1 -> 2: checks.digest, for holds that outlive the process
+            conn.execute("ALTER TABLE checks ADD COLUMN digest TEXT")
+        if 1 <= version < 3:  # 2 -> 3: one alert per change across the watches of a host
+            for column in ("scope TEXT", "change_key TEXT", "dup_of INTEGER REFERENCES outbox(id)"):
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+        if 1 <= version < 4:  # 3 -> 4: whole snapshots become model versions and spans
+            conn.execute("ALTER TABLE snapshots RENAME TO snapshots_v3")
+            conn.execute("DROP INDEX IF EXISTS snapshots_watch")
+        for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
+            if statement.strip():
+                conn.execute(statement)
+        if 1 <= version < 4:
+            (total,) = conn.execute("SELECT COUNT(*) FROM snapshots_v3").fetchone()
+            logger.info("state.migrating", path=str(path), snapshots=total,
+                        from_schema=version, to_schema=SCHEMA_VERSION)
+            for done, _ in enumerate(versions.migrate_snapshots(conn, "snapshots_v3"), start=1):
+                if done % 1000 == 0:
+                    logger.info("state.migrating", done=done, snapshots=total)
+            conn.execute("DROP TABLE snapshots_v3")
+            conn.execute("DROP TABLE blobs")
+            logger.info("state.migrated", snapshots=total, schema=SCHEMA_VERSION)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _lock(state_dir: Path) -> int:

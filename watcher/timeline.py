@@ -1,42 +1,41 @@
-"""A model's history from the stored snapshots: pure, values in and values out.
+"""A model's history from its stored states: pure, values in and values out.
 
-Each stored snapshot is one content change of a watch, so walking them in order gives
-every state a model has been in: when it appeared, each price over time, context length,
-expiration date, removals and returns.  The changes between states are the same events as
-everywhere else (``diff`` + ``events``), so the timeline and the alerts never disagree.
+The store keeps each state a model has been in, and from when (:mod:`watcher.versions`):
+walking them in order gives its whole story: when it appeared, each price over time,
+context length, expiration date, removals and returns.  The changes between states are
+the same events as everywhere else (``diff`` + ``events``), so the timeline and the alerts
+never disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from watcher.diff import as_decimal, diff_model
 from watcher.events import Event, events_from_changes, make_event, summary
-from watcher.snapshot import Snapshot, from_items
+from watcher.snapshot import from_items
+from watcher.versions import ModelStates
 
 
-def timeline(model_id: str, history: Iterable[tuple[str, Snapshot]], *, watch: str
-             ) -> dict[str, Any]:
-    """The model's story in ``history`` (``(taken_at, snapshot)``, oldest first)."""
+def timeline(model_id: str, history: ModelStates, *, watch: str) -> dict[str, Any]:
+    """The model's story in ``history`` (its states in one watch, oldest first)."""
     entries: list[Event] = []
     prices: dict[str, list[dict[str, Any]]] = {}
     context: list[dict[str, Any]] = []
     previous: dict[str, Any] | None = None
     name = None
-    first_seen = last_seen = None
-    for index, (taken_at, snap) in enumerate(history):
-        item = snap.models.get(model_id)
+    first_seen = None
+    for index, (taken_at, item) in enumerate(history.states):
         if item is not None:
             name = item.get("name") or name
-            last_seen = taken_at
             first_seen = first_seen or taken_at
             _series(item, taken_at, prices, context)
         if previous is None and item is not None:
             # in_baseline: it was already there when this watch started.
             entries.append(make_event(watch=watch, type="model_added", model=model_id,
                                       name=item.get("name"), new=summary(item),
-                                      detected_at=taken_at, in_baseline=index == 0))
+                                      detected_at=taken_at,
+                                      in_baseline=index == 0 and history.in_first_snapshot))
         elif previous is not None and item is None:
             entries.append(make_event(watch=watch, type="model_removed", model=model_id,
                                       name=previous.get("name"), old=summary(previous),
@@ -51,8 +50,8 @@ def timeline(model_id: str, history: Iterable[tuple[str, Snapshot]], *, watch: s
     # A price that was never anything but zero says nothing.
     prices = {k: v for k, v in prices.items() if any(as_decimal(p["price"]) for p in v)}
     return {"model": model_id, "name": name, "watch": watch, "first_seen": first_seen,
-            "last_seen": last_seen, "present": previous is not None, "events": entries,
-            "prices": prices, "context_length": context}
+            "last_seen": history.last_seen, "present": previous is not None,
+            "events": entries, "prices": prices, "context_length": context}
 
 
 def _series(item: dict[str, Any], taken_at: str, prices: dict[str, list[dict[str, Any]]],

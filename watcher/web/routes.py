@@ -179,7 +179,7 @@ async def _stories(state: WebState, model_id: str, watch: str | None) -> list[di
 
 def _read_stories(path: Path, model_id: str, watches: list[str]) -> list[dict[str, Any]]:
     with Store.open_reader(path) as reader:
-        stories = [timeline(model_id, reader.snapshots(w), watch=w) for w in watches]
+        stories = [timeline(model_id, reader.model_states(w, model_id), watch=w) for w in watches]
     return [s for s in stories if s["first_seen"] is not None]
 
 

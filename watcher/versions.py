@@ -1,0 +1,193 @@
+"""Stored history as model versions: each distinct model object once, and when it was listed.
+
+A model's *version* is its canonical JSON (the bytes :attr:`Snapshot.fingerprints` holds),
+stored once, zlib-compressed, under its BLAKE2b digest.  Model objects are small (~1.3 KB)
+and alike: compressed alone they shrink to ~700 bytes, with a preset dictionary of model
+JSON to ~300 (measured on the real catalogue).  Each database makes that dictionary once,
+from the first catalogue it stores, and keeps it (``zdicts``), so it never changes under
+stored data.  A *span* says that a watch listed
+one version of one model from one stored snapshot up to (not including) another, or until
+now.  A stored snapshot of a watch is then the versions of the spans open at it, and
+nothing of a model that did not change is written again::
+
+    snapshots  id 7 (models, 2026-01-04T13:27Z)   id 9 (models, 2026-01-04T19:13Z)
+    spans      z-ai/glm-4.7  v=3f2a..  first 7  last 9
+               z-ai/glm-4.7  v=9c41..  first 9  last NULL      <- the price moved at 9
+               openai/gpt-4o v=77e0..  first 7  last NULL      <- unchanged: one row, ever
+
+So a changed poll writes the versions that changed, a span for each and the end of the
+spans they replace; a model page reads the spans of one model; the next diff reads the
+open spans (the watch's latest snapshot).
+
+Functions take the caller's connection (and transaction): :class:`watcher.store.Store`
+decides when to commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from watcher.errors import StateError
+from watcher.snapshot import Snapshot, parse
+
+ZLIB_LEVEL = 6
+ZDICT_BYTES = 32 * 1024  # zlib's window: more dictionary than this is never used
+
+
+def version_digest(data: bytes) -> bytes:
+    """The address of one model version: BLAKE2b-128 of its canonical JSON."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot) -> int:
+    """Record ``snap`` as stored snapshot ``snapshot_id`` of ``watch``; the versions written."""
+    fingerprints = snap.fingerprints
+    current = {model: version_digest(data) for model, data in fingerprints.items()}
+    listed = {model: (span, version) for span, model, version in tx.execute(
+        "SELECT id, model, version FROM spans WHERE watch = ? AND last_snap IS NULL", (watch,))}
+    tx.executemany("UPDATE spans SET last_snap = ? WHERE id = ?",
+                   [(snapshot_id, span) for model, (span, version) in listed.items()
+                    if current.get(model) != version])
+    new = [(model, version) for model, version in current.items()
+           if model not in listed or listed[model][1] != version]
+    known = _known(tx, [version for _, version in new])
+    unknown = [(model, version) for model, version in new if version not in known]
+    if unknown:
+        zdict_id, zdict = _dictionary(tx, fingerprints)
+        tx.executemany("INSERT OR IGNORE INTO versions (digest, zdict, data) VALUES (?, ?, ?)",
+                       [(version, zdict_id, _compress(fingerprints[model], zdict))
+                        for model, version in unknown])
+    tx.executemany("INSERT INTO spans (watch, model, version, first_snap) VALUES (?,?,?,?)",
+                   [(watch, model, version, snapshot_id) for model, version in new])
+    return len(unknown)
+
+
+def _known(tx: sqlite3.Connection, versions: list[bytes]) -> set[bytes]:
+    known: set[bytes] = set()
+    for k in range(0, len(versions), 500):  # SQLite's limit on host parameters
+        batch = versions[k:k + 500]
+        marks = ",".join("?" * len(batch))
+        known.update(r[0] for r in tx.execute(
+            f"SELECT digest FROM versions WHERE digest IN ({marks})", batch))  # noqa: S608
+    return known
+
+
+def _dictionary(tx: sqlite3.Connection, fingerprints: Mapping[str, bytes]) -> tuple[int, bytes]:
+    """The database's compression dictionary, made from ``fingerprints`` if it has none:
+    models spread over the whole id range, up to zlib's window."""
+    row = tx.execute("SELECT id, data FROM zdicts ORDER BY id DESC LIMIT 1").fetchone()
+    if row is not None:
+        return int(row[0]), bytes(row[1])
+    ids = sorted(fingerprints)
+    total = sum(len(fingerprints[i]) for i in ids)
+    every = max(1, -(-total // ZDICT_BYTES))
+    zdict = b"".join(fingerprints[i] for i in ids[::every])[-ZDICT_BYTES:]
+    cursor = tx.execute("INSERT INTO zdicts (data) VALUES (?)", (zdict,))
+    return int(cursor.lastrowid or 0), zdict
+
+
+def _compress(data: bytes, zdict: bytes) -> bytes:
+    packer = zlib.compressobj(ZLIB_LEVEL, zdict=zdict) if zdict else zlib.compressobj(ZLIB_LEVEL)
+    return packer.compress(data) + packer.flush()
+
+
+def _dictionaries(conn: sqlite3.Connection) -> dict[int, bytes]:
+    return {int(r[0]): bytes(r[1]) for r in conn.execute("SELECT id, data FROM zdicts")}
+
+
+def latest(conn: sqlite3.Connection, watch: str) -> Snapshot | None:
+    """The newest stored snapshot of ``watch`` (its open spans); None before the first."""
+    if conn.execute("SELECT 1 FROM snapshots WHERE watch = ? LIMIT 1", (watch,)).fetchone() is None:
+        return None
+    zdicts = _dictionaries(conn)
+    rows = conn.execute(
+        "SELECT s.model, v.zdict, v.data FROM spans s JOIN versions v ON v.digest = s.version "
+        "WHERE s.watch = ? AND s.last_snap IS NULL", (watch,))
+    return Snapshot(models={model: _load(model, data, zdicts, z) for model, z, data in rows})
+
+
+def rebuild(conn: sqlite3.Connection, snapshot_id: int) -> Snapshot:
+    """Stored snapshot ``snapshot_id`` as it was polled (for tests and migrations)."""
+    row = conn.execute("SELECT watch FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+    if row is None:
+        raise StateError(f"no stored snapshot {snapshot_id}")
+    zdicts = _dictionaries(conn)
+    rows = conn.execute(
+        "SELECT s.model, v.zdict, v.data FROM spans s JOIN versions v ON v.digest = s.version "
+        "WHERE s.watch = ? AND s.first_snap <= ? AND (s.last_snap IS NULL OR s.last_snap > ?)",
+        (row[0], snapshot_id, snapshot_id))
+    return Snapshot(models={model: _load(model, data, zdicts, z) for model, z, data in rows})
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    """One model in one watch's stored history: each state it was in, from when."""
+
+    states: list[tuple[str, dict[str, Any] | None]]  # (taken_at, the model or None), in order
+    in_first_snapshot: bool   # listed when the watch started
+    last_seen: str | None     # taken_at of the newest stored snapshot that listed it
+
+
+def model_states(conn: sqlite3.Connection, watch: str, model: str) -> ModelStates:
+    """The stored states of ``model`` in ``watch``: reads that model's spans only."""
+    spans = conn.execute(
+        "SELECT s.first_snap, s.last_snap, f.taken_at, l.taken_at, v.zdict, v.data FROM spans s "
+        "JOIN versions v ON v.digest = s.version JOIN snapshots f ON f.id = s.first_snap "
+        "LEFT JOIN snapshots l ON l.id = s.last_snap "
+        "WHERE s.watch = ? AND s.model = ? ORDER BY s.first_snap", (watch, model)).fetchall()
+    if not spans:
+        return ModelStates(states=[], in_first_snapshot=False, last_seen=None)
+    zdicts = _dictionaries(conn)
+    states: list[tuple[str, dict[str, Any] | None]] = []
+    ended: tuple[int, str] | None = None  # the last span's end: snapshot id and taken_at
+    for first, last, first_at, last_at, zdict, data in spans:
+        if ended is not None and ended[0] != first:  # a gap: not listed in between
+            states.append((ended[1], None))
+        states.append((first_at, _load(model, data, zdicts, zdict)))
+        ended = None if last is None else (last, last_at)
+    if ended is not None:
+        states.append((ended[1], None))
+        seen = conn.execute("SELECT taken_at FROM snapshots WHERE watch = ? AND id < ? "
+                            "ORDER BY id DESC LIMIT 1", (watch, ended[0])).fetchone()
+    else:
+        seen = conn.execute("SELECT taken_at FROM snapshots WHERE watch = ? "
+                            "ORDER BY id DESC LIMIT 1", (watch,)).fetchone()
+    (start,) = conn.execute("SELECT MIN(id) FROM snapshots WHERE watch = ?", (watch,)).fetchone()
+    return ModelStates(states=states, in_first_snapshot=spans[0][0] == start,
+                       last_seen=seen[0] if seen else None)
+
+
+def migrate_snapshots(tx: sqlite3.Connection, old_table: str) -> Iterator[int]:
+    """Turn whole stored snapshots (``old_table`` + ``blobs``, schema 3 and older) into
+    versions and spans, oldest first, keeping every snapshot's id; yields each id done.
+
+    Reads one snapshot at a time, so memory stays that of one catalogue.
+    """
+    rows = tx.execute(f"SELECT s.id, s.watch, s.digest, s.taken_at, s.models, b.data "  # noqa: S608
+                      f"FROM {old_table} s JOIN blobs b ON b.digest = s.digest ORDER BY s.id")
+    for snapshot_id, watch, digest, taken_at, models, data in rows:
+        snap = parse(zlib.decompress(data))
+        tx.execute("INSERT INTO snapshots (id, watch, digest, taken_at, models) VALUES (?,?,?,?,?)",
+                   (snapshot_id, watch, digest, taken_at, models))
+        write(tx, watch, snapshot_id, snap)
+        yield snapshot_id
+
+
+def _load(model: str, data: bytes, zdicts: Mapping[int, bytes], zdict: int | None
+          ) -> dict[str, Any]:
+    try:
+        unpacker = (zlib.decompressobj(zdict=zdicts[zdict]) if zdict is not None
+                    else zlib.decompressobj())
+        item = orjson.loads(unpacker.decompress(data) + unpacker.flush())
+    except (KeyError, zlib.error, orjson.JSONDecodeError) as exc:
+        raise StateError(f"the stored version of {model!r} is damaged: {exc}") from None
+    if not isinstance(item, dict):
+        raise StateError(f"the stored version of {model!r} is not an object")
+    return item
