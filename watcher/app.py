@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from watcher import fetch, log, preflight, snapshot
+from watcher.clock import iso, utcnow
 from watcher.config import RetryPolicy, Settings, Watch, public_watch
 from watcher.config import load as load_config
 from watcher.diff import diff
@@ -37,21 +38,15 @@ from watcher.metrics import Metrics
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
 from watcher.rules.match import route
 from watcher.status import Status
-from watcher.store import Alert, Store
+from watcher.store import Alert, Pruned, Store
 
 Clock = Callable[[], datetime]
 # A task run alongside the polls (the sd_notify supervisor, ...): given ``stop``, it ends
 # when ``stop`` is set, or is cancelled when the daemon stops.
 Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 SAME_CHANGE_MIN_WINDOW = 86400.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+PRUNE_FIRST_AFTER = 600.0   # seconds after the start
+PRUNE_EVERY = 86400.0
 
 
 @dataclass
@@ -325,6 +320,7 @@ class App:
         for watch in self.settings.watches:
             self._start_poll(watch, stop)
         delivery = self._delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
+        pruning = asyncio.create_task(self._prune_daily(stop), name="prune")
         helpers = [asyncio.create_task(extra(stop), name=f"extra:{i}")
                    for i, extra in enumerate(extras)]
         self.log.info("daemon.started", watches=len(self._polls),
@@ -342,7 +338,8 @@ class App:
             await asyncio.gather(*polls, return_exceptions=True)
             await self._finish_sends()
             delivery.cancel()
-            await asyncio.gather(delivery, return_exceptions=True)
+            pruning.cancel()
+            await asyncio.gather(delivery, pruning, return_exceptions=True)
             for helper in helpers:
                 helper.cancel()
             for outcome in await asyncio.gather(*helpers, return_exceptions=True):
@@ -351,6 +348,33 @@ class App:
                                    reason=f"{type(outcome).__name__}: {outcome}")
             self.close()
             self.log.info("daemon.stopped")
+
+    async def prune(self) -> Pruned:
+        """Apply the retention settings, a small transaction at a time, letting the polls
+        and the deliverer run between batches."""
+        pruned = Pruned()
+        for pruned in self.store.prune(self.settings.retention, self.clock().timestamp()):  # noqa: B007
+            await asyncio.sleep(0)
+        if pruned.total():
+            self.log.info("state.pruned", unchanged_checks=pruned.unchanged_checks,
+                          messages=pruned.messages, dead_letters=pruned.dead_letters,
+                          events=pruned.events)
+        return pruned
+
+    async def _prune_daily(self, stop: asyncio.Event) -> None:
+        """Prune a few minutes after the start (not in the way of the first polls), then
+        once a day; a failed prune is logged and tried again the next day."""
+        loop = asyncio.get_running_loop()
+        next_run = loop.time() + PRUNE_FIRST_AFTER
+        while not stop.is_set():
+            await _sleep_until(stop, next_run)
+            if stop.is_set():
+                return
+            try:
+                await self.prune()
+            except StateError as exc:
+                self.log.error("state.prune_failed", reason=str(exc))  # noqa: TRY400
+            next_run = loop.time() + PRUNE_EVERY
 
     def _start_poll(self, watch: Watch, stop: asyncio.Event) -> None:
         self.status.restarted(watch.name)

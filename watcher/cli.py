@@ -14,6 +14,7 @@ import gzip
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ from typing import Any
 import orjson
 
 from watcher import __version__, config, demo, http, log, preflight, sdnotify, snapshot, yamldoc
-from watcher.app import App, CycleResult, Extra, iso, run_once
+from watcher.app import App, CycleResult, Extra, run_once
+from watcher.clock import iso
 from watcher.diff import diff
 from watcher.errors import ConfigError, SnapshotError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
@@ -33,7 +35,7 @@ from watcher.fetch import new_session
 from watcher.notify.deliver import build_senders, privacy_url
 from watcher.notify.render import compose, describe, line, price, price_unit
 from watcher.rules.match import route
-from watcher.store import DB_NAME, EventQuery, Store
+from watcher.store import DB_NAME, EventQuery, Pruned, Store
 from watcher.timeline import timeline
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -135,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
                                       "http.listen address, asked on loopback)")
     health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                         help="give up after this long (default: 5)")
+    prune = sub.add_parser("prune", parents=[common],
+                           help="remove what the retention settings say is old",
+                           description="Apply the config's retention: collapse old unchanged "
+                                       "checks to one per watch and day, delete old sent, "
+                                       "cancelled and duplicate messages (and, where configured, "
+                                       "dead letters and events). Never touches the model "
+                                       "history, pending messages or reminders. The daemon does "
+                                       "this once a day by itself; this command needs the state "
+                                       "to itself (stop the daemon first).")
+    prune.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    sub.add_parser("vacuum", parents=[common], help="give free space in the state back to the disk",
+                   description="Rewrite the state database without its free pages (after a "
+                               "prune). Needs the state to itself and about its size in free "
+                               "disk space while it runs.")
     sub.add_parser("demo", parents=[common],
                    help="replay bundled real snapshots offline through the real pipeline",
                    description="Start a loopback server that replays four real responses "
@@ -540,9 +556,29 @@ async def _demo() -> int:
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with Store.open(settings.state_dir, readonly=args.dry_run) as store:
+        pruned = Pruned()
+        for pruned in store.prune(settings.retention, time.time(), dry_run=args.dry_run):
+            log.get().debug("state.prune_batch", removed=pruned.total())
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {pruned.unchanged_checks} unchanged checks, {pruned.messages} messages, "
+          f"{pruned.dead_letters} dead letters, {pruned.events} events")
+    return EXIT_OK
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with Store.open(settings.state_dir) as store:
+        before, after = store.vacuum()
+    print(f"{store.path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    return EXIT_OK
+
+
 COMMANDS = {
     "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
     "diff": cmd_diff, "demo": cmd_demo, "test-notify": cmd_test_notify, "status": cmd_status,
     "show": cmd_show,
-    "health": cmd_health,
+    "health": cmd_health, "prune": cmd_prune, "vacuum": cmd_vacuum,
 }

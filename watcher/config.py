@@ -92,6 +92,20 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the state keeps what only says "nothing changed" (None: forever).
+
+    Events and the model history's change points are kept forever unless ``events`` is
+    set; what the next diff, a pending alert or a reminder needs is never pruned.
+    """
+
+    unchanged_checks: float | None = 30 * 86400.0  # then one per watch and UTC day is kept
+    messages: float | None = 90 * 86400.0          # sent, cancelled and duplicate outbox rows
+    dead_letters: float | None = None              # dead letters: until resent, by default
+    events: float | None = None                    # events nothing pending refers to
+
+
+@dataclass(frozen=True)
 class Http:
     """The optional listener for ``/healthz`` and ``/metrics``."""
 
@@ -123,6 +137,7 @@ class Settings:
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     warnings: tuple[str, ...] = ()
     http: Http | None = None        # None: no listener
+    retention: Retention = field(default_factory=Retention)
 
 
 def public_watch(settings: Settings, watch: Watch) -> Watch | None:
@@ -156,7 +171,7 @@ def load(path: Path) -> Settings:
     root = yamldoc.load(path)
     keys = root.mapping(
         allowed={"state_dir", "watches", "targets", "rules", "log_level", "delivery",
-                 "expiring_soon_days", "operator", "http"},
+                 "expiring_soon_days", "operator", "http", "retention"},
         required={"watches"},
     )
     base = path.parent
@@ -197,7 +212,29 @@ def load(path: Path) -> Settings:
         expiring_soon_days=days,
         secrets=frozenset(s for s in secrets if len(s) >= 4), warnings=tuple(warnings),
         http=_http(keys["http"]) if "http" in keys else None,
+        retention=_retention(keys["retention"]) if "retention" in keys else Retention(),
     )
+
+
+FOREVER = ("forever", "never")  # "keep forever", "never prune": both read naturally
+
+
+def _retention(value: yamldoc.Value) -> Retention:
+    kinds = ("unchanged_checks", "messages", "dead_letters", "events")
+    keys = value.mapping(allowed=set(kinds))
+    default = Retention()
+    ages: dict[str, float | None] = {}
+    for kind in kinds:
+        if kind not in keys:
+            ages[kind] = getattr(default, kind)
+        elif isinstance(keys[kind].node, yaml.ScalarNode) and keys[kind].node.value in FOREVER:
+            ages[kind] = None
+        else:
+            # A message row must outlive the window in which another watch's copy of the
+            # same change is recognised (a day, or 3 intervals): see app.same_change_window.
+            minimum = 7 * 86400.0 if kind == "messages" else 3600.0
+            ages[kind] = yamldoc.duration(keys[kind], minimum=minimum)
+    return Retention(**ages)
 
 
 def _http(value: yamldoc.Value) -> Http:

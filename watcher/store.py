@@ -15,7 +15,7 @@ import hashlib
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from typing import Any, Self
 import orjson
 
 from watcher import log, snapshot, versions
+from watcher.clock import iso
+from watcher.config import Retention
 from watcher.errors import StateError
 from watcher.events import Event
 
@@ -100,6 +102,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, due_at);
 CREATE INDEX IF NOT EXISTS outbox_change ON outbox(target, change_key);
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event_id);
+CREATE INDEX IF NOT EXISTS outbox_dup ON outbox(dup_of) WHERE dup_of IS NOT NULL;
 CREATE TABLE IF NOT EXISTS account_gaps (
     watch TEXT NOT NULL,                  -- a /models/user watch
     model TEXT NOT NULL,                  -- listed by OpenRouter, not in the account's list
@@ -155,6 +159,22 @@ class Group:
         return hashlib.sha256(f"{self.target}|{ids}".encode()).hexdigest()[:32]
 
 
+PRUNE_BATCH = 500  # rows per prune transaction: a few ms each, so a poll never waits long
+
+
+@dataclass
+class Pruned:
+    """What one prune removed (or, dry, would remove), by kind."""
+
+    unchanged_checks: int = 0
+    messages: int = 0
+    dead_letters: int = 0
+    events: int = 0
+
+    def total(self) -> int:
+        return self.unchanged_checks + self.messages + self.dead_letters + self.events
+
+
 @dataclass(frozen=True)
 class EventQuery:
     """Filters for :meth:`Store.events`; None means any."""
@@ -187,7 +207,17 @@ class Store:
         if readonly:
             if not path.is_file():
                 raise StateError(f"{path}: no state yet: `once` or `run` records it")
-            return cls.open_reader(path)
+            reader = cls.open_reader(path)
+            (version,) = reader._read("PRAGMA user_version")[0]  # noqa: SLF001 - its own class
+            if version != SCHEMA_VERSION:
+                reader.close()
+                age = "an older" if version < SCHEMA_VERSION else "a newer"
+                raise StateError(
+                    f"{path}: written by {age} openrouter-watcher (schema {version}, this one "
+                    f"knows {SCHEMA_VERSION})" + (": `run` or `once` upgrades it in place, "
+                    "keeping its history; a reader never changes it" if version < SCHEMA_VERSION
+                    else ""))
+            return reader
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -523,6 +553,101 @@ class Store:
             raise StateError(f"{self.path}: cannot read events: {exc}") from None
         return [(r[0], orjson.loads(r[1])) for r in reversed(rows)]
 
+    # Retention.
+
+    def prune(self, retention: Retention, now: float, *, dry_run: bool = False
+              ) -> Iterator[Pruned]:
+        """Remove what ``retention`` says is old, a batch per transaction; yields the running
+        totals after each batch (``dry_run``: counts what would go and writes nothing).
+
+        What goes: unchanged checks older than ``unchanged_checks`` but the last of each
+        watch and UTC day; sent, cancelled and duplicate outbox rows done before
+        ``messages`` (never a row another still points at); dead letters older than
+        ``dead_letters``; events older than ``events`` that no remaining outbox row needs.
+        Snapshots, model versions and spans, pending rows and reminders are never pruned:
+        the next diff, the pending alerts and the model pages need them.  Each batch reads
+        and deletes at most a few thousand rows, so the caller can let polls run between.
+        """
+        done = Pruned()
+        gone: set[int] = set()  # outbox rows removed (or, dry, that would be) so far
+        plans: list[tuple[str, float | None, Callable[[float], Iterator[list[int]]], str]] = [
+            ("unchanged_checks", retention.unchanged_checks, self._old_unchanged_checks,
+             "DELETE FROM checks WHERE id = ?"),
+            # Duplicates first: the rows they point at can go only once they have gone.
+            ("messages", retention.messages, lambda cutoff: self._old_messages(
+                cutoff, ("duplicate",), gone), "DELETE FROM outbox WHERE id = ?"),
+            ("messages", retention.messages, lambda cutoff: self._old_messages(
+                cutoff, ("sent", "cancelled"), gone), "DELETE FROM outbox WHERE id = ?"),
+            ("dead_letters", retention.dead_letters, lambda cutoff: self._old_messages(
+                cutoff, ("dead",), gone), "DELETE FROM outbox WHERE id = ?"),
+            ("events", retention.events, lambda cutoff: self._old_events(cutoff, gone),
+             "DELETE FROM events WHERE id = ?"),
+        ]
+        for kind, age, find, delete in plans:
+            if age is None:
+                continue
+            for batch in find(now - age):
+                if not dry_run:
+                    with self.transaction() as tx:
+                        tx.executemany(delete, [(i,) for i in batch])
+                if delete.startswith("DELETE FROM outbox"):
+                    gone.update(batch)
+                setattr(done, kind, getattr(done, kind) + len(batch))
+                yield done
+        yield done
+
+    def _windows(self, sql: str, args: Sequence[Any]) -> Iterator[list[Any]]:
+        """The rows of ``sql`` (which selects ``id`` first and takes ``id > ?`` as its last
+        parameter, ordered by id) a window of PRUNE_BATCH * 10 at a time."""
+        after = 0
+        while rows := self._read(sql + f" LIMIT {PRUNE_BATCH * 10}", (*args, after)):
+            yield rows
+            after = rows[-1][0]
+
+    def _old_unchanged_checks(self, cutoff: float) -> Iterator[list[int]]:
+        """Unchanged checks before ``cutoff`` but the newest of each watch and UTC day."""
+        newest: dict[tuple[str, str], int] = {}
+        for rows in self._windows(
+                "SELECT id, watch, substr(at, 1, 10) FROM checks WHERE outcome = 'unchanged' "
+                "AND events = 0 AND at < ? AND id > ? ORDER BY id", (iso(cutoff),)):
+            drop: list[int] = []
+            for row_id, watch, day in rows:  # ids grow with time: a later row of a day wins
+                earlier = newest.get((watch, day))
+                if earlier is not None:
+                    drop.append(earlier)
+                newest[watch, day] = row_id
+            yield from _batches(drop)
+
+    def _old_messages(self, cutoff: float, states: tuple[str, ...], gone: set[int]
+                      ) -> Iterator[list[int]]:
+        """Outbox rows in ``states`` done before ``cutoff`` that no row but those ``gone``
+        points at."""
+        marks = ",".join("?" * len(states))
+        for rows in self._windows(
+                "SELECT o.id, (SELECT group_concat(d.id) FROM outbox d WHERE d.dup_of = o.id) "  # noqa: S608
+                f"FROM outbox o WHERE o.state IN ({marks}) AND o.done_at < ? AND o.id > ? "
+                "ORDER BY o.id", (*states, cutoff)):
+            yield from _batches([row_id for row_id, dups in rows if _all_in(dups, gone)])
+
+    def _old_events(self, cutoff: float, gone: set[int]) -> Iterator[list[int]]:
+        """Events before ``cutoff`` that no outbox row but those ``gone`` refers to."""
+        for rows in self._windows(
+                "SELECT e.id, (SELECT group_concat(o.id) FROM outbox o WHERE o.event_id = e.id) "
+                "FROM events e WHERE e.detected_at < ? AND e.id > ? ORDER BY e.id",
+                (iso(cutoff),)):
+            yield from _batches([row_id for row_id, refs in rows if _all_in(refs, gone)])
+
+    def vacuum(self) -> tuple[int, int]:
+        """Give the free pages back to the file system; its size (bytes) before and after."""
+        before = self.path.stat().st_size
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: vacuum failed: {exc}") from None
+        return before, self.path.stat().st_size
+
     def last_checks(self) -> dict[str, dict[str, Any]]:
         """The newest check of every watch."""
         rows = self._conn.execute(
@@ -632,6 +757,16 @@ def _lock(state_dir: Path) -> int:
                          "daemon?): `run` and `once` need it to themselves; `status`, "
                          "`history`, `show` and `once --dry-run` work beside it") from None
     return fd
+
+
+def _all_in(ids: str | None, gone: set[int]) -> bool:
+    """Whether every id of a ``group_concat`` list (None: none) is in ``gone``."""
+    return ids is None or all(int(i) in gone for i in ids.split(","))
+
+
+def _batches(ids: list[int]) -> Iterator[list[int]]:
+    for k in range(0, len(ids), PRUNE_BATCH):
+        yield ids[k:k + PRUNE_BATCH]
 
 
 def _insert_check(tx: sqlite3.Connection, watch: str, at: str, outcome: str, events: int,

@@ -1,0 +1,242 @@
+"""Retention: what only says "nothing changed" goes; history, pending alerts and reminders stay."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import wait_for
+from tests.fakes import snapshot_bytes
+from tests.legacy import write_schema2
+from tests.test_cli import cli
+from watcher import config, snapshot
+from watcher.clock import iso
+from watcher.config import Retention
+from watcher.errors import ConfigError
+from watcher.events import make_event
+from watcher.store import DB_NAME, Alert, Store
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+def event(watch: str, model: str, at: datetime, new: str = "0.000001") -> dict:
+    return make_event(watch=watch, type="price_changed", model=model, detected_at=iso(at),
+                      field="pricing.prompt", old="0.0000005", new=new, change_pct=100.0)
+
+
+def fill(state_dir: Path, per_hour: int = 1) -> dict[str, list[int]]:
+    """120 days of hourly unchanged checks of two watches, and changes whose messages were
+    sent, cancelled, duplicated, dead-lettered or are still pending, 100 and 10 days ago."""
+    rows: dict[str, list[int]] = {}
+    with Store.open(state_dir) as store:
+        base = snapshot.parse(snapshot_bytes(10))
+        store.commit_cycle("a", iso(ago(121)), base, "baseline", [])
+        store.commit_cycle("b", iso(ago(121)), base, "baseline", [])
+        for tick in range(120 * 24 * per_hour):
+            for watch in ("a", "b"):
+                store.record_check(watch, iso(ago(120) + timedelta(hours=tick / per_hour)),
+                                   "unchanged")
+        for days in (100, 10):
+            at = ago(days)
+            events = [event("a", "z-ai/glm-4.7", at), event("a", "openai/gpt-4o", at)]
+            alerts = [Alert(event=0, rule="r", target="hook", scope="s", change_key=f"k{days}"),
+                      Alert(event=1, rule="r", target="down")]
+            _, ids = store.commit_cycle("a", iso(at), None, "unchanged", events, alerts,
+                                        now=at.timestamp())
+            seen_by_b = [event("b", "z-ai/glm-4.7", at)]
+            store.commit_cycle("b", iso(at), None, "unchanged", seen_by_b,
+                               [Alert(event=0, rule="r", target="hook", scope="s",
+                                      change_key=f"k{days}")], now=at.timestamp(),
+                               same_change_window=86400)
+            outbox = {target: [r[0] for r in store._read(
+                "SELECT id FROM outbox WHERE target = ? AND event_id >= ? ORDER BY id",
+                (target, ids[0]))] for target in ("hook", "down")}
+            store.mark_sent(outbox["hook"][:1], at.timestamp())
+            rows[f"sent{days}"] = outbox["hook"][:1]
+            rows[f"dup{days}"] = outbox["hook"][1:]
+            rows[f"down{days}"] = outbox["down"]
+        store.mark_dead(rows["down100"], ago(99).timestamp(), "refused")  # a dead letter
+        # rows["down10"] stays pending: its target is down
+    return rows
+
+
+def states(state_dir: Path) -> dict[int, str]:
+    conn = sqlite3.connect(state_dir / DB_NAME)
+    try:
+        return dict(conn.execute("SELECT id, state FROM outbox").fetchall())
+    finally:
+        conn.close()
+
+
+def unchanged_per_day(state_dir: Path, watch: str) -> dict[str, int]:
+    conn = sqlite3.connect(state_dir / DB_NAME)
+    try:
+        return dict(conn.execute(
+            "SELECT substr(at, 1, 10), COUNT(*) FROM checks WHERE watch = ? AND "
+            "outcome = 'unchanged' AND events = 0 GROUP BY 1", (watch,)).fetchall())
+    finally:
+        conn.close()
+
+
+def test_the_default_retention_keeps_history_and_what_is_pending(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    rows = fill(state)
+    assert set(states(state).values()) == {"sent", "duplicate", "dead", "pending"}
+    with Store.open(state) as store:
+        events_before = store.events()
+        story_before = store.model_states("a", "z-ai/glm-4.7")
+        baseline_before = store.latest_snapshot("a")
+        dry = list(store.prune(Retention(), NOW.timestamp(), dry_run=True))[-1]
+        assert len(store.events()) == len(events_before)  # dry: nothing went
+        pruned = list(store.prune(Retention(), NOW.timestamp()))[-1]
+        assert pruned == dry
+        assert store.events() == events_before
+        assert store.model_states("a", "z-ai/glm-4.7") == story_before
+        latest = store.latest_snapshot("a")
+        assert latest is not None
+        assert baseline_before is not None
+        assert latest.encode() == baseline_before.encode()
+
+    left = states(state)
+    # Sent and duplicate messages older than 90 days went (the duplicate first); the dead
+    # letter and the pending message stay, and so does everything of 10 days ago.
+    assert not set(rows["sent100"] + rows["dup100"]) & left.keys()
+    assert {left[r] for r in rows["down100"]} == {"dead"}
+    assert {left[r] for r in rows["down10"]} == {"pending"}
+    assert {left[r] for r in rows["sent10"] + rows["dup10"]} == {"sent", "duplicate"}
+    assert pruned.messages == 2
+    for watch in ("a", "b"):
+        per_day = unchanged_per_day(state, watch)
+        old = {d: n for d, n in per_day.items() if d < iso(ago(30))[:10]}
+        recent = {d: n for d, n in per_day.items() if d > iso(ago(30))[:10]}
+        assert old
+        assert set(old.values()) == {1}, "one unchanged check per day older than 30 days"
+        assert all(n == 24 for d, n in recent.items() if d != iso(NOW)[:10])
+    # Running it again finds nothing more.
+    with Store.open(state) as store:
+        assert list(store.prune(Retention(), NOW.timestamp()))[-1].total() == 0
+
+
+def test_events_and_dead_letters_go_only_when_configured_and_never_while_pending(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    rows = fill(state)
+    retention = Retention(dead_letters=30 * 86400.0, events=60 * 86400.0)
+    with Store.open(state) as store:
+        pruned = list(store.prune(retention, NOW.timestamp()))[-1]
+        left = {(e["watch"], e["detected_at"][:10]) for e in store.events()}
+    assert pruned.dead_letters == 1
+    assert pruned.events == 3  # the three events of 100 days ago: nothing refers to them now
+    assert left == {("a", iso(ago(10))[:10]), ("b", iso(ago(10))[:10])}
+    assert {states(state)[r] for r in rows["down10"]} == {"pending"}
+
+
+def test_prune_and_vacuum_commands(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    fill(state)
+    path = tmp_path / "config.yaml"
+    path.write_text("state_dir: state\nwatches:\n  - {name: a, url: 'http://127.0.0.1:9/api/v1/models', interval: 1h}\n"
+                    "retention: {unchanged_checks: 1h, messages: 7d}\n")
+    dry = cli("prune", "--dry-run", "--config", str(path))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("would remove ")
+    real = cli("prune", "--config", str(path))
+    assert real.returncode == 0, real.stderr
+    assert real.stdout.replace("removed", "would remove", 1) == dry.stdout
+    vacuum = cli("vacuum", "--config", str(path))
+    assert vacuum.returncode == 0, vacuum.stderr
+    assert " MB -> " in vacuum.stdout
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("retention: {unchanged: 30d}", "config.yaml:3"),
+    ("retention: {messages: 1d}", "config.yaml:3"),
+    ("retention: {events: soon}", "config.yaml:3"),
+])
+def test_bad_retention_is_a_config_error_with_file_and_line(tmp_path: Path, text: str,
+                                                            where: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"watches:\n  - {{name: a, url: 'http://127.0.0.1:9/api/v1/models', interval: 1h}}\n{text}\n")
+    with pytest.raises(ConfigError, match=where):
+        config.load(path)
+
+
+def outputs(state_dir: Path, config_path: Path) -> tuple[str, str]:
+    history = cli("history", "--format", "json", "--config", str(config_path))
+    show = cli("show", "z-ai/glm-4.7", "--format", "json", "--config", str(config_path))
+    assert history.returncode == 0, history.stderr
+    assert show.returncode == 0, show.stderr
+    return history.stdout, show.stdout
+
+
+def kill_midway(args: list[str], config_path: Path, started: str) -> None:
+    """Run ``openrouter-watcher ARGS`` and SIGKILL it once its log says ``started``."""
+    log = config_path.parent / "killed.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "watcher", *args, "--config", str(config_path),
+                                 "--log-level", "debug"], stderr=err, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: started in log.read_text() or proc.poll() is not None, timeout=60,
+                 what=started)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+
+
+@pytest.mark.slow
+def test_a_migration_killed_midway_loses_nothing(tmp_path: Path) -> None:
+    """A schema-2 history of 300 snapshots, migrated once cleanly and once with a SIGKILL
+    in the middle (then again): the same history and timeline."""
+    catalogues = [snapshot.parse(snapshot_bytes(n)) for n in range(40)]
+    history = [("models", iso(ago(300 - i)), catalogues[i % 40]) for i in range(300)]
+    outs = []
+    for name, kill in (("clean", False), ("killed", True)):
+        root = tmp_path / name
+        write_schema2(root / "state", history)
+        path = root / "config.yaml"
+        path.write_text("state_dir: state\nwatches:\n"
+                        "  - {name: models, url: 'http://127.0.0.1:9/api/v1/models', interval: 1h}\n")
+        if kill:
+            reader = cli("history", "--config", str(path))
+            assert reader.returncode == 1
+            assert "older openrouter-watcher" in reader.stderr, "a reader never migrates"
+            kill_midway(["prune"], path, "state.migrating")
+            assert sqlite3.connect(root / "state" / DB_NAME).execute(
+                "PRAGMA user_version").fetchone() == (2,), "the kill came before the commit"
+        assert cli("prune", "--config", str(path)).returncode == 0
+        outs.append(outputs(root / "state", path))
+    assert outs[0] == outs[1]
+    assert outs[0][0].count("\n") == 299
+
+
+@pytest.mark.slow
+def test_a_prune_killed_midway_loses_nothing(tmp_path: Path) -> None:
+    fill(tmp_path / "clean" / "state", per_hour=10)  # ~110 batches to delete
+    shutil.copytree(tmp_path / "clean", tmp_path / "killed")
+    outs = []
+    for name in ("clean", "killed"):
+        root = tmp_path / name
+        path = root / "config.yaml"
+        path.write_text("state_dir: state\nwatches:\n"
+                        "  - {name: a, url: 'http://127.0.0.1:9/api/v1/models', interval: 1h}\n"
+                        "retention: {unchanged_checks: 1h, messages: 7d}\n")
+        if name == "killed":
+            before = sum(unchanged_per_day(root / "state", "a").values())
+            kill_midway(["prune"], path, "state.prune_batch")
+            after = sum(unchanged_per_day(root / "state", "a").values())
+            assert 120 < after < before, "killed between batches"
+        assert cli("prune", "--config", str(path)).returncode == 0
+        outs.append((outputs(root / "state", path), unchanged_per_day(root / "state", "a"),
+                     states(root / "state")))
+    assert outs[0] == outs[1]
