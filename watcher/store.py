@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(detected_at);
 CREATE INDEX IF NOT EXISTS events_model ON events(model);
+CREATE INDEX IF NOT EXISTS events_watch ON events(watch, id);
+CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
 CREATE TABLE IF NOT EXISTS outbox (
     id           INTEGER PRIMARY KEY,
     check_id     INTEGER NOT NULL REFERENCES checks(id),
@@ -539,8 +541,11 @@ class Store:
             where.append("model GLOB ?")
             args.append(query.model_glob)
         if query.since:
-            where.append("detected_at >= ?")
-            args.append(query.since)
+            # Events are stored as they are detected, so ids grow with detected_at: the
+            # first id at or after ``since`` (found in the time index) bounds the scan.
+            where.append("detected_at >= ? AND id >= (SELECT MIN(id) FROM events "
+                         "INDEXED BY events_time WHERE detected_at >= ?)")
+            args += [query.since, query.since]
         sql = "SELECT id, body FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -650,9 +655,14 @@ class Store:
 
     def last_checks(self) -> dict[str, dict[str, Any]]:
         """The newest check of every watch."""
-        rows = self._conn.execute(
-            "SELECT watch, at, outcome, events, error FROM checks WHERE id IN "
-            "(SELECT MAX(id) FROM checks GROUP BY watch)").fetchall()
+        # One index seek per watch (a skip scan over checks_watch for the watches), not a
+        # walk over every check: the table holds a row per poll.
+        rows = self._read(
+            "WITH RECURSIVE w(watch) AS (SELECT MIN(watch) FROM checks UNION ALL "
+            "SELECT (SELECT MIN(watch) FROM checks WHERE watch > w.watch) FROM w "
+            "WHERE w.watch IS NOT NULL) "
+            "SELECT c.watch, c.at, c.outcome, c.events, c.error FROM w JOIN checks c ON c.id = "
+            "(SELECT MAX(id) FROM checks WHERE watch = w.watch) WHERE w.watch IS NOT NULL")
         return {r[0]: {"at": r[1], "outcome": r[2], "events": r[3], "error": r[4]} for r in rows}
 
 
