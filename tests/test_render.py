@@ -28,7 +28,8 @@ def test_title_summarises_and_body_groups_by_kind() -> None:
     assert message.format == "markdown"
     assert message.body.index("**New models**") < message.body.index("**Removed models**") \
         < message.body.index("**Price changes**")
-    assert "- Z.AI: GLM 4.7 (z-ai/glm-4.7): $0.16 -> $0.40 / 1M prompt tokens (+150%)" in message.body
+    assert ("- Z.AI: GLM 4.7 ([z-ai/glm-4.7](https://openrouter.ai/z-ai/glm-4.7)): "
+            "$0.16 -> $0.40 / 1M prompt tokens (+150%)") in message.body
 
 
 def test_long_digests_are_cut_to_the_target_limit_with_a_count() -> None:
@@ -36,7 +37,9 @@ def test_long_digests_are_cut_to_the_target_limit_with_a_count() -> None:
     discord = compose(Target("d", "discord://1/abc"), events, key="k")
     telegram = compose(Target("t", "tgram://bot/chat"), events, key="k")
     assert len(discord.body) <= 2000 < len(telegram.body) <= 4096
-    assert discord.body.rstrip().endswith("more")
+    more, footer = discord.body.rsplit("\n\n", 1)
+    assert more.endswith("more")
+    assert footer == "Detected 2026-01-01 00:00 UTC"
     shown = discord.body.count("\n- ")
     hidden = int(discord.body.rsplit("... and ", 1)[1].split()[0])
     full = compose(Target("c", "console://"), events, key="k").body

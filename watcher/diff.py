@@ -185,12 +185,26 @@ def _normalize(value: Any) -> Any:
     return value
 
 
+# A price outside these bounds is no price a model has: it is kept and compared as the
+# string it came as, never computed with ("1e-400", "1e400", 10,000 digits would make
+# Decimal arithmetic raise, or format a number with a million zeros).
+MAX_DIGITS = 40
+MAX_EXPONENT = 30
+
+
 def as_decimal(value: Any) -> Decimal | None:
-    """A price string as a Decimal; None for anything that is not a finite decimal string."""
-    if not isinstance(value, str):
+    """A price string as a Decimal; None for anything that is not a finite decimal string
+    of at most ``MAX_DIGITS`` digits between 1e-30 and 1e30 in size."""
+    if not isinstance(value, str) or len(value) > 2 * MAX_DIGITS:
         return None
     try:
         number = Decimal(value)
     except InvalidOperation:
         return None
-    return number if number.is_finite() else None
+    if not number.is_finite():
+        return None
+    if number.is_zero():
+        return Decimal(0)  # "-0", "0e5" and "0.000" are all the price 0
+    if len(number.as_tuple().digits) > MAX_DIGITS or abs(number.adjusted()) > MAX_EXPONENT:
+        return None
+    return number

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import date
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 import orjson
 
-from watcher.diff import Change, as_decimal
+from watcher.diff import MAX_DIGITS, Change, as_decimal
 from watcher.snapshot import Snapshot
 
 Event = dict[str, Any]
@@ -86,18 +86,26 @@ def _is_set(value: Any) -> bool:
 
 
 def change_pct(old: Any, new: Any) -> float | None:
-    """Percent change from ``old`` to ``new``, rounded to 0.1; None when old is 0 or not a number."""
+    """Percent change from ``old`` to ``new``, rounded to 0.1; None when old is 0 or either
+    is not a number the diff computes with (see :func:`watcher.diff.as_decimal`)."""
     a, b = _number(old), _number(new)
-    if a is None or b is None or a == 0 or a < 0 or b < 0:
+    if a is None or b is None or a <= 0 or b < 0:
         return None
-    return float(round((b - a) / a * 100, 1))
+    # Both are bounded (at most 40 digits, 1e-30..1e30), so the ratio has at most ~100
+    # digits: exact at this precision, and a change too large to quantize is None, not an
+    # exception that would fail the cycle on every poll.
+    with localcontext(Context(prec=120)):
+        try:
+            return float(round((b - a) / a * 100, 1))
+        except ArithmeticError:
+            return None
 
 
 def _number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return Decimal(value)
+        return as_decimal(str(value)) if abs(value) < 10 ** MAX_DIGITS else None
     return as_decimal(value)
 
 

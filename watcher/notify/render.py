@@ -6,15 +6,20 @@ Prices are shown the way people read them: per million tokens for token prices
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
+from watcher import escape
 from watcher.diff import as_decimal
 from watcher.events import Event
+from watcher.notify.templates import TemplateRefused
 
 if TYPE_CHECKING:  # config imports the templates of this package: avoid the cycle at runtime
     from watcher.config import Target
@@ -30,48 +35,73 @@ MILLION = Decimal(1_000_000)
 
 def money(amount: Decimal) -> str:
     """``$0.40``, ``$0.035``, ``$12``: two decimals at least, more only when needed."""
+    if amount.is_zero():
+        return "$0.00"  # never "$-0.00"
     if amount == amount.quantize(Decimal("0.01")):
         return f"${amount:,.2f}"
     return "$" + format(amount.normalize(), "f")
 
 
 def price(value: Any, key: str) -> str:
-    """One price as a person reads it, without the unit."""
+    """One price as a person reads it, without the unit; an odd value is shown as it came."""
     number = as_decimal(value)
     if number is None:
-        return "n/a" if value is None else str(value)
+        return "n/a" if value is None else shown(value, 40)
     if number < 0:
         return "variable"
+    # as_decimal bounds the number (1e-30..1e30, 40 digits): this never overflows.
     return money(number * MILLION) if key in PER_TOKEN else money(number)
 
 
 def price_unit(key: str) -> str:
     if key in PER_TOKEN:
         return f"/ 1M {PER_TOKEN[key]}"
-    return f"per {PER_UNIT.get(key, key.replace('_', ' '))}"
+    return f"per {PER_UNIT.get(key, shown(key, 40).replace('_', ' '))}"
 
 
-def pct(value: float | None) -> str:
-    if value is None:
+def pct(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return ""
     return f" ({value:+.1f}%)".replace(".0%", "%")
 
 
-def days_left(expires: str, today: date) -> int | None:
+def days_left(expires: Any, today: date) -> int | None:
+    if not isinstance(expires, str):
+        return None
     try:
         return (date.fromisoformat(expires[:10]) - today).days
     except ValueError:
         return None
 
 
+MAX_DESCRIPTION = 500  # characters of one event's description: a hostile list stays one line
+
+
 def describe(event: Event, today: date | None = None) -> str:
-    """One self-explanatory line, without the model (callers put it in front)."""
-    kind = event["type"]
+    """One self-explanatory line of plain text, without the model (callers put it in front).
+
+    Total: any JSON value in any field gives a line (an odd value shown as it came,
+    shortened), never an exception; control characters never come through.
+    """
+    try:
+        text = _describe(event, today)
+    except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError):
+        # The parts above are each total; this is the last line of defence, so that one
+        # stored event of a shape no code foresaw still reaches a person.
+        text = f"{shown(event.get('type'), 40)}: {shown(event.get('field'), 80)}"
+    text = escape.plain(text)
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 3] + "..."
+
+
+def _describe(event: Event, today: date | None) -> str:
+    kind = event.get("type")
     old, new = event.get("old"), event.get("new")
     if kind == "price_changed":
-        key = (event.get("field") or "pricing.?").split(".", 1)[1]
-        if isinstance(old, (list, dict)) or isinstance(new, (list, dict)):
-            return f"{key} pricing changed"
+        field = event.get("field")
+        field = field if isinstance(field, str) else "pricing"
+        key = field.partition(".")[2] or field  # "pricing" itself when it stopped being an object
+        if isinstance(old, (list, dict)) or isinstance(new, (list, dict)) or key == "pricing":
+            return f"{shown(key, 40)} pricing changed: {shown(old, 60)} -> {shown(new, 60)}"
         return (f"{price(old, key)} -> {price(new, key)} {price_unit(key)}"
                 f"{pct(event.get('change_pct'))}")
     if kind == "model_added":
@@ -83,21 +113,22 @@ def describe(event: Event, today: date | None = None) -> str:
     if kind == "model_available_to_account":
         return "available to your account again"
     if kind in ("expiration_set", "expiration_changed", "expiring_soon"):
-        when = new
-        left = days_left(when, today) if (today and isinstance(when, str)) else None
+        left = days_left(new, today) if today else None
         suffix = "" if left is None else f" ({_days_phrase(left)})"
         if kind == "expiration_changed":
-            return f"expiration moved {old} -> {when}{suffix}"
-        return f"expires {when}{suffix}"
+            return f"expiration moved {shown(old, 40)} -> {shown(new, 40)}{suffix}"
+        return f"expires {shown(new, 40)}{suffix}"
     if kind == "expiration_cleared":
-        return f"expiration date {old} cleared"
+        return f"expiration date {shown(old, 40)} cleared"
     if kind == "context_length_changed":
         return f"context {_tokens(old)} -> {_tokens(new)} tokens{pct(event.get('change_pct'))}"
-    field = event.get("field")
-    if "added" in event or "removed" in event:
-        parts = [f"+{v}" for v in event.get("added", [])] + [f"-{v}" for v in event.get("removed", [])]
+    field = shown(event.get("field"), 80)
+    added, removed = event.get("added"), event.get("removed")
+    if isinstance(added, list) or isinstance(removed, list):
+        parts = ([f"+{shown(v, 40)}" for v in (added if isinstance(added, list) else [])[:20]]
+                 + [f"-{shown(v, 40)}" for v in (removed if isinstance(removed, list) else [])[:20]])
         return f"{field}: {', '.join(parts)}"
-    return f"{field}: {_short(old)} -> {_short(new)}"
+    return f"{field}: {shown(old)} -> {shown(new)}"
 
 
 def _days_phrase(left: int) -> str:
@@ -110,35 +141,81 @@ def _days_phrase(left: int) -> str:
     return "passed yesterday" if left == -1 else f"passed {-left} days ago"
 
 
+def who(event: Event) -> str:
+    """``Name (id)``, or the id alone: plain text, shortened."""
+    model, name = shown(event.get("model"), MAX_ID), event.get("name")
+    if name is None or name == event.get("model") or name == "":
+        return model
+    return f"{shown(name, MAX_NAME)} ({model})"
+
+
 def line(event: Event, today: date | None = None) -> str:
-    """``Name (id): description``."""
-    name = event.get("name")
-    who = f"{name} ({event['model']})" if name and name != event["model"] else event["model"]
-    return f"{who}: {describe(event, today)}"
+    """``Name (id): description``, plain text."""
+    return f"{who(event)}: {describe(event, today)}"
 
 
 def _summary(info: Any) -> str:
     if not isinstance(info, dict):
-        return ""
+        return "" if info is None else f" ({shown(info, 60)})"
     bits = []
-    prices = info.get("pricing") or {}
+    prices = info.get("pricing")
+    prices = prices if isinstance(prices, dict) else {}
     if "prompt" in prices or "completion" in prices:
         bits.append(f"{price(prices.get('prompt', '0'), 'prompt')} in / "
                     f"{price(prices.get('completion', '0'), 'completion')} out per 1M tokens")
     if info.get("context_length"):
         bits.append(f"{_tokens(info['context_length'])} context")
     if info.get("expiration_date"):
-        bits.append(f"expires {info['expiration_date']}")
+        bits.append(f"expires {shown(info['expiration_date'], 40)}")
     return f" ({', '.join(bits)})" if bits else ""
 
 
 def _tokens(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10 ** 30:
+        return f"{value:,}"
+    return shown(value, 40)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = "(none)" if value is None else str(value)
+MAX_ID = 200     # characters of a model id shown (real ids are under 80)
+MAX_NAME = 200
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """Any JSON value as plain text of at most ``limit`` characters, as it came."""
+    if value is None:
+        text = "(none)"
+    elif isinstance(value, str):
+        text = value[: limit * 2]
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int) and value.bit_length() > 256:
+        text = f"a {value.bit_length()}-bit number"
+    else:
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = f"(a {type(value).__name__})"
+    text = escape.plain(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Links: each model's line points at its page on openrouter.ai, or on this daemon.
+
+OPENROUTER = "https://openrouter.ai"
+
+
+def model_url(model: Any, public_url: str | None = None) -> str | None:
+    """Where a person sees ``model``; None for an id no real model has (too long, empty).
+
+    Every path segment is percent-encoded and ``.``/``..`` segments are encoded too, so an
+    id can never make a link that resolves elsewhere.
+    """
+    if not isinstance(model, str) or not model or len(model) > MAX_ID:
+        return None
+    segments = [quote(part, safe=":") for part in model.split("/")]
+    segments = [s.replace(".", "%2E") if s in (".", "..") else s for s in segments]
+    base = f"{public_url.rstrip('/')}/models" if public_url else OPENROUTER
+    return f"{base}/{'/'.join(segments)}"
 
 
 # Digest: every alert of one cycle for one target becomes one message.
@@ -157,7 +234,9 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("Context windows", ("context_length_changed",), "context change", "context changes"),
     ("Other changes", ("field_changed",), "other change", "other changes"),
 )
+_SECTION_TYPES = frozenset(t for _, types, _, _ in SECTIONS for t in types)
 MARKUPS = ("text", "markdown", "html")
+MAX_LINE = 1500  # characters of one model's descriptions in a digest
 
 
 _PRICE_ORDER = {f"pricing.{k}": i for i, k in enumerate([*PER_TOKEN, *PER_UNIT])}
@@ -165,89 +244,171 @@ _PRICE_ORDER = {f"pricing.{k}": i for i, k in enumerate([*PER_TOKEN, *PER_UNIT])
 
 def _reading_order(event: Event) -> tuple[str, int, str]:
     """Models in id order; prompt before completion before the rest."""
-    field = event.get("field") or ""
-    return (event["model"], _PRICE_ORDER.get(field, len(_PRICE_ORDER)), field)
+    field = event.get("field")
+    field = field if isinstance(field, str) else ""
+    return (str(event.get("model")), _PRICE_ORDER.get(field, len(_PRICE_ORDER)), field)
 
 
-def _sections(events: list[Event], today: date | None) -> list[tuple[str, list[str], str]]:
-    """(section title, one line per model, count phrase) for non-empty sections."""
+@dataclass(frozen=True)
+class Entry:
+    """One model's line in a digest section, as plain text."""
+
+    model: str
+    head: str        # "Name (id)"
+    name: str | None  # the name part of head, when there is one
+    text: str        # "; "-joined descriptions
+
+
+def _sections(events: list[Event], today: date | None) -> list[tuple[str, list[Entry], str]]:
+    """(section title, one entry per model, count phrase) for non-empty sections.
+
+    An event of a type no section knows goes to "Other changes": every event renders.
+    """
     out = []
     for title, types, one, many in SECTIONS:
         per_model: dict[str, list[str]] = {}
-        heads: dict[str, str] = {}
+        firsts: dict[str, Event] = {}
         for event in sorted(events, key=_reading_order):
-            if event["type"] in types:
-                per_model.setdefault(event["model"], []).append(describe(event, today))
-                name = event.get("name")
-                heads[event["model"]] = (f"{name} ({event['model']})"
-                                         if name and name != event["model"] else event["model"])
+            kind = event.get("type")
+            if kind in types or (title == "Other changes" and kind not in _SECTION_TYPES):
+                model = str(event.get("model"))
+                per_model.setdefault(model, []).append(describe(event, today))
+                firsts.setdefault(model, event)
         if per_model:
-            # dict.fromkeys: "expiration set" and its reminder read the same; say it once.
-            lines = [f"{heads[m]}: {'; '.join(dict.fromkeys(d))}" for m, d in per_model.items()]
-            noun = one if len(lines) == 1 else many
+            entries = []
+            for model, texts in per_model.items():
+                # dict.fromkeys: "expiration set" and its reminder read the same; say it once.
+                text = "; ".join(dict.fromkeys(texts))
+                text = text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
+                event = firsts[model]
+                name = event.get("name")
+                has_name = name not in (None, "", event.get("model"))
+                entries.append(Entry(model=model, head=who(event), text=text,
+                                     name=shown(name, MAX_NAME) if has_name else None))
+            noun = one if len(entries) == 1 else many
             if title == "Expiring":
                 noun = "expiring" if all(
                     e["type"] in ("expiring_soon", "expiration_set", "expiration_changed")
-                    for e in events if e["type"] in types) else noun
-            out.append((title, lines, f"{len(lines)} {noun}"))
+                    for e in events if e.get("type") in types) else noun
+            out.append((title, entries, f"{len(entries)} {noun}"))
     return out
 
 
 def digest_title(events: list[Event], today: date | None = None) -> str:
     """``OpenRouter models: 3 new, 5 price changes, 1 expiring``."""
-    watches = sorted({e["watch"] for e in events})
+    watches = sorted({str(e.get("watch")) for e in events})
     prefix = f"OpenRouter {watches[0]}" if len(watches) == 1 else "OpenRouter"
     counts = ", ".join(count for _, _, count in _sections(events, today))
-    return f"{prefix}: {counts or 'no changes'}"
+    return escape.plain(f"{prefix}: {counts or 'no changes'}")
+
+
+def detected(events: list[Event]) -> str:
+    """``Detected 2026-01-04 19:13 UTC`` (or a span), from the events' own times."""
+    times = sorted({t for e in events if isinstance(t := e.get("detected_at"), str)
+                    and _TIME.fullmatch(t)})
+    if not times:
+        return ""
+    first, last = _clock(times[0]), _clock(times[-1])
+    if first == last:
+        return f"Detected {first} UTC"
+    if first[:10] == last[:10]:
+        return f"Detected {first} to {last[11:]} UTC"
+    return f"Detected {first} to {last} UTC"
+
+
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+
+
+def _clock(at: str) -> str:
+    return at[:16].replace("T", " ")
 
 
 def digest_body(events: list[Event], *, markup: str = "text", limit: int = 10_000,
-                today: date | None = None) -> str:
-    """The events grouped by kind, one self-explanatory line per model, cut to ``limit``."""
-    blocks: list[tuple[str, list[str]]] = [(t, lines) for t, lines, _ in _sections(events, today)]
-    total = sum(len(lines) for _, lines in blocks)
-    body = _format(blocks, total, total, markup)
+                today: date | None = None, public_url: str | None = None,
+                mentions: bool = False) -> str:
+    """The events grouped by kind, one self-explanatory line per model, cut to ``limit``.
+
+    Each line links to the model (:func:`model_url`); the last line says when the events
+    were detected.  Catalogue text is escaped for ``markup``; with ``mentions`` False
+    (chat targets), ``@`` never starts a mention.
+    """
+    blocks = [(t, entries) for t, entries, _ in _sections(events, today)]
+    style = _Style(markup, public_url, mentions)
+    footer = detected(events)
+    total = sum(len(entries) for _, entries in blocks)
+    body = _format(blocks, total, total, style, footer)
     if len(body) <= limit:
         return body
     # The most lines that fit, found by bisection; "... and N more" says what was left out.
     low, high = 0, total - 1
     while low < high:
         mid = (low + high + 1) // 2
-        if len(_format(blocks, mid, total, markup)) <= limit:
+        if len(_format(blocks, mid, total, style, footer)) <= limit:
             low = mid
         else:
             high = mid - 1
-    body = _format(blocks, low, total, markup)
-    return body if len(body) <= limit else body[: max(0, limit - 3)] + "..."
+    body = _format(blocks, low, total, style, footer)
+    if len(body) <= limit:
+        return body
+    # Not even the count fits (a limit below ~100): plain text, which a cut cannot break.
+    text = escape.plain(f"{total} changes")
+    return text[:limit]
 
 
-def _format(blocks: list[tuple[str, list[str]]], shown: int, total: int, markup: str) -> str:
+@dataclass(frozen=True)
+class _Style:
+    markup: str
+    public_url: str | None
+    mentions: bool
+
+    def text(self, text: str) -> str:
+        """Plain text (already free of controls) escaped for this markup."""
+        if self.markup == "markdown":
+            return escape.markdown(text)
+        if self.markup == "html":
+            return escape.html(text)
+        return text if self.mentions else escape.unping(text)
+
+    def entry(self, entry: Entry) -> str:
+        url = model_url(entry.model, self.public_url)
+        model = shown(entry.model, MAX_ID)
+        if self.markup == "markdown":
+            ref = f"[{self.text(model)}]({url})" if url else self.text(model)
+            head = f"{self.text(entry.name)} ({ref})" if entry.name else ref
+            return f"- {head}: {self.text(entry.text)}"
+        if self.markup == "html":
+            ref = f'<a href="{escape.html(url)}">{self.text(model)}</a>' if url else self.text(model)
+            head = f"{self.text(entry.name)} ({ref})" if entry.name else ref
+            return f"<li>{head}: {self.text(entry.text)}</li>"
+        link = f"\n    {url}" if url else ""
+        return f"  - {self.text(entry.head)}: {self.text(entry.text)}{link}"
+
+    def block(self, title: str, lines: list[str]) -> str:
+        if self.markup == "markdown":
+            return f"**{title}**\n" + "\n".join(lines)
+        if self.markup == "html":
+            return f"<h3>{escape.html(title)}</h3><ul>{''.join(lines)}</ul>"
+        return f"{title}:\n" + "\n".join(lines)
+
+    def paragraph(self, text: str) -> str:
+        return f"<p>{escape.html(text)}</p>" if self.markup == "html" else text
+
+
+def _format(blocks: list[tuple[str, list[Entry]]], shown_lines: int, total: int,
+            style: _Style, footer: str) -> str:
     parts: list[str] = []
-    left = shown
-    for title, lines in blocks:
+    left = shown_lines
+    for title, entries in blocks:
         if left <= 0:
             break
-        take = lines[:left]
+        take = entries[:left]
         left -= len(take)
-        if markup == "markdown":
-            parts.append(f"**{title}**\n" + "\n".join(f"- {_md(x)}" for x in take))
-        elif markup == "html":
-            items = "".join(f"<li>{_html(x)}</li>" for x in take)
-            parts.append(f"<h3>{_html(title)}</h3><ul>{items}</ul>")
-        else:
-            parts.append(f"{title}:\n" + "\n".join(f"  - {x}" for x in take))
-    if shown < total:
-        more = f"... and {total - shown} more"
-        parts.append(f"<p>{more}</p>" if markup == "html" else more)
-    return ("" if markup == "html" else "\n\n").join(parts)
-
-
-def _md(text: str) -> str:
-    return text.replace("*", "\\*")
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        parts.append(style.block(title, [style.entry(e) for e in take]))
+    if shown_lines < total:
+        parts.append(style.paragraph(f"... and {total - shown_lines} more"))
+    if footer:
+        parts.append(style.paragraph(footer))
+    return ("" if style.markup == "html" else "\n\n").join(parts)
 
 
 # A message for one target.
@@ -270,6 +431,7 @@ class Message:
     body: str
     format: str  # text | markdown | html | json
     key: str     # idempotency key
+    notify_type: str = "info"  # Apprise's: info | success | warning | failure
 
 
 def body_format(target: Target) -> str:
@@ -284,26 +446,65 @@ def body_format(target: Target) -> str:
     return "text"
 
 
+_FAILURE = frozenset({"model_removed", "model_unavailable_to_account"})
+_WARNING = frozenset({"expiration_set", "expiration_changed", "expiring_soon"})
+
+
+def notify_type(events: list[Event]) -> str:
+    """Apprise's notify type for the worst event: a removal or the account losing a model
+    is a failure; an expiry or a price increase a warning; anything else info."""
+    kinds = {e.get("type") for e in events}
+    if kinds & _FAILURE:
+        return "failure"
+    if kinds & _WARNING or any(_price_increase(e) for e in events):
+        return "warning"
+    return "info"
+
+
+def _price_increase(event: Event) -> bool:
+    if event.get("type") != "price_changed":
+        return False
+    old, new = as_decimal(event.get("old")), as_decimal(event.get("new"))
+    # "-1" is variable pricing: going to or from it is no increase one can count.
+    return old is not None and new is not None and 0 <= old < new
+
+
 def compose(target: Target, events: list[Event], *, key: str, today: date | None = None,
-            rule: Rule | None = None) -> Message:
-    """The message ``target`` gets for ``events``: the digest, or the user's templates."""
+            rule: Rule | None = None, public_url: str | None = None) -> Message:
+    """The message ``target`` gets for ``events``: the digest, or the user's templates.
+
+    Total: every event renders, whatever its values.  A user template that the sandbox
+    refuses for these events (too much work or output) gives the default digest instead,
+    with a line saying why, so one odd event never dead-letters a message.
+    """
     fmt = body_format(target)
     limit = target.max_length or LIMITS.get(target.scheme, DEFAULT_LIMIT)
     title = digest_title(events, today)
     if fmt == "json":
-        shown = events[:JSON_LIMIT_EVENTS]
-        body = orjson.dumps({"idempotency_key": key, "title": title, "events": shown,
-                             "more": len(events) - len(shown)}).decode()
+        shown_events = events[:JSON_LIMIT_EVENTS]
+        body = escape.json_line(orjson.dumps(
+            {"idempotency_key": key, "title": title, "events": shown_events,
+             "more": len(events) - len(shown_events)},
+            option=orjson.OPT_NON_STR_KEYS).decode())
     else:
-        body = digest_body(events, markup=fmt, limit=limit, today=today)
+        body = digest_body(events, markup=fmt, limit=limit, today=today, public_url=public_url,
+                           mentions=target.scheme == "console")
+    kind = notify_type(events)
     title_t = (rule.title if rule else None) or target.title
     body_t = (rule.body if rule else None) or target.body
-    if title_t or body_t:
-        context = {"title": title, "body": body, "events": events, "count": len(events),
-                   "lines": [line(e, today) for e in events], "target": target.name,
-                   "rule": rule.name if rule else None}
-        if title_t:
-            title = title_t.render(context)
-        if body_t:
-            body = body_t.render(context)[:limit]
-    return Message(title=title, body=body, format=fmt, key=key)
+    if not (title_t or body_t):
+        return Message(title=title, body=body, format=fmt, key=key, notify_type=kind)
+    context = {"title": title, "body": body, "events": events, "count": len(events),
+               "lines": [line(e, today) for e in events], "target": target.name,
+               "rule": rule.name if rule else None}
+    try:
+        new_title = title_t.render(context, markup="text") if title_t else title
+        new_body = body_t.render(context, markup=fmt)[:limit] if body_t else body
+    except TemplateRefused as exc:
+        note = f"(the {target.name!r} template was refused for these events: {exc})"
+        note = escape.html(note) if fmt == "html" else escape.markdown(note) \
+            if fmt == "markdown" else note
+        body = note + ("<br>" if fmt == "html" else "\n\n") + body
+        return Message(title=title, body=body[:limit], format=fmt, key=key, notify_type=kind)
+    return Message(title=escape.plain(new_title), body=new_body, format=fmt, key=key,
+                   notify_type=kind)
