@@ -29,7 +29,10 @@ class Received:
 
     @property
     def message(self) -> dict[str, Any]:
-        """The JSON document the watcher put in Apprise's ``message`` field."""
+        """The JSON document the watcher sent: the request body itself for a json://
+        message, else the JSON in the ``message`` field of Apprise's envelope."""
+        if "idempotency_key" in self.payload and "message" not in self.payload:
+            return self.payload
         return orjson.loads(self.payload["message"])
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from watcher import __version__, config, demo, http, log, preflight, sdnotify, snapshot, yamldoc
+from watcher import __version__, config, demo, escape, http, log, preflight, sdnotify, snapshot, yamldoc
 from watcher.app import App, CycleResult, Extra, run_once
 from watcher.clock import iso
 from watcher.diff import diff
@@ -33,7 +33,7 @@ from watcher.errors import ConfigError, SnapshotError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
 from watcher.fetch import new_session
 from watcher.notify.deliver import build_senders, privacy_url
-from watcher.notify.render import compose, describe, line, price, price_unit
+from watcher.notify.render import compose, describe, line, price, price_unit, shown, who
 from watcher.rules.match import route
 from watcher.store import DB_NAME, EventQuery, Pruned, Store
 from watcher.timeline import timeline
@@ -200,13 +200,24 @@ def _log_warnings(warnings: Sequence[str]) -> None:
         log.get().warning("config.warning", message=warning)
 
 
+def _say(text: str) -> None:
+    """Print our text: catalogue text in it can move no cursor and forge no line."""
+    print(escape.printable(text))
+
+
+def _print_json(document: Any) -> None:
+    """One JSON object on a line of stdout (orjson escapes newlines and C0 controls)."""
+    sys.stdout.write(escape.json_line(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+                                      .decode()) + "\n")
+
+
 def _print_events(events: Sequence[Event], fmt: str) -> None:
     for event in events:
         if fmt == "json":
-            sys.stdout.write(orjson.dumps(event).decode() + "\n")
+            _print_json(event)
         else:
-            print(f"{event['detected_at']}  {event['watch']:<10} {event['type']:<24} "
-                  f"{line(event)}")
+            _say(f"{event['detected_at']}  {event['watch']:<10} {event['type']:<24} "
+                 f"{line(event)}")
     sys.stdout.flush()
 
 
@@ -231,7 +242,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     with Store.open(settings.state_dir, readonly=args.dry_run) as store:
         _log_warnings(preflight.verify(settings, store))
         # With --format json stdout carries only events: console:// digests go to stderr.
-        console = sys.stderr if args.format == "json" else None
+        console = sys.stderr if args.format == "json" else sys.stdout
         results = asyncio.run(run_once(settings, store, console=console, dry_run=args.dry_run))
         if args.dry_run:
             _print_dry_run(settings, results, args.format)
@@ -254,9 +265,9 @@ def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: s
             for index, event in enumerate(result.events):
                 routes = [{"rule": a.rule, "target": a.target} for a in result.alerts
                           if a.event == index]
-                sys.stdout.write(orjson.dumps({**event, "routes": routes}).decode() + "\n")
+                _print_json({**event, "routes": routes})
             continue
-        print(f"{_summary(result)} (dry run: nothing recorded, nothing sent)")
+        _say(f"{_summary(result)} (dry run: nothing recorded, nothing sent)")
         by_key: dict[tuple[str, str], list[Event]] = {}
         for alert in result.alerts:
             by_key.setdefault((alert.target, alert.group), []).append(result.events[alert.event])
@@ -265,20 +276,25 @@ def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: s
         for index, event in enumerate(result.events):
             alerts = [a for a in result.alerts if a.event == index]
             for alert in alerts:
-                print(f"  rule {alert.rule!r} -> {alert.target}: {line(event)}")
+                _say(f"  rule {alert.rule!r} -> {alert.target}: {line(event)}")
             if not alerts:
-                print(f"  no rule -> nowhere: {event['type']}: {line(event)}")
+                _say(f"  no rule -> nowhere: {event['type']}: {line(event)}")
         for (target, group), events in by_key.items():
             rule = next((r for r in settings.rules if r.name == group), None)
             message = compose(settings.targets[target], events, key="dry-run", today=today,
-                              rule=rule)
-            print(f"\n--- {target} would get ({message.format}) ---\n{message.title}\n\n"
-                  f"{message.body}")
+                              rule=rule, public_url=_public_url(settings))
+            _say(f"\n--- {target} would get ({message.format}) ---\n"
+                 f"{message.title}  [{message.notify_type}]\n\n{message.body}")
+
+
+def _public_url(settings: config.Settings) -> str | None:
+    return settings.http.public_url if settings.http else None
 
 
 def _summary(result: CycleResult) -> str:
     if result.outcome in ("failed", "crashed"):
-        return f"{result.watch}: {result.outcome.upper()}: {log.redactor.text(result.error or '')}"
+        error = escape.plain(log.redactor.text(result.error or ""))
+        return f"{result.watch}: {result.outcome.upper()}: {error}"
     if result.outcome == "baseline":
         return f"{result.watch}: baseline recorded ({result.models} models); changes show next time"
     if result.outcome == "unchanged":
@@ -314,10 +330,11 @@ async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str,
                         old="0.0000004", new="0.00000016", change_pct=-60.0,
                         detected_at=iso(now))
     with ThreadPoolExecutor(max_workers=4) as executor:
-        senders = build_senders(settings, executor)
+        senders = build_senders(settings, executor, console=sys.stdout)
         results = await asyncio.gather(
             *(senders[n].send(compose(settings.targets[n], [sample], today=now.date(),
-                                      key=f"test-{now.timestamp():.0f}-{n}"))
+                                      key=f"test-{now.timestamp():.0f}-{n}",
+                                      public_url=_public_url(settings)))
               for n in names), return_exceptions=True)
     return {n: log.redactor.text(str(r)) for n, r in zip(names, results, strict=True)
             if isinstance(r, BaseException)}
@@ -467,7 +484,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.format == "json":
         for story in stories:
-            sys.stdout.write(orjson.dumps(story).decode() + "\n")
+            _print_json(story)
         return EXIT_OK
     for story in stories:
         _print_story(story)
@@ -476,17 +493,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _print_story(story: dict[str, Any]) -> None:
     state = "listed" if story["present"] else "not listed any more"
-    print(f"{story['name'] or story['model']} ({story['model']}), watch {story['watch']}: "
-          f"seen {story['first_seen']} .. {story['last_seen']}, {state}")
+    _say(f"{who({'model': story['model'], 'name': story['name']})}, watch {story['watch']}: "
+         f"seen {story['first_seen']} .. {story['last_seen']}, {state}")
     for event in story["events"]:
         if event["type"] == "model_added" and event.get("in_baseline"):
             text = "present when watching started" + describe(event).removeprefix("new model")
         else:
             text = describe(event)
-        print(f"  {event['detected_at']}  {text}")
+        _say(f"  {event['detected_at']}  {text}")
     for key, series in story["prices"].items():
         points = ", ".join(f"{price(p['price'], key)} since {p['at'][:10]}" for p in series)
-        print(f"  {key} {price_unit(key)}: {points}")
+        _say(f"  {shown(key, 40)} {price_unit(key)}: {points}")
 
 
 def _read_snapshot(path: Path) -> snapshot.Snapshot:
@@ -515,11 +532,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if args.matched and not routes:
             continue
         if args.format == "json":
-            routed = {**event, "routes": [{"rule": r.name, "target": t} for r, t in routes]}
-            sys.stdout.write(orjson.dumps(routed).decode() + "\n")
+            _print_json({**event, "routes": [{"rule": r.name, "target": t} for r, t in routes]})
         else:
             where = ", ".join(f"{t} (rule {r.name})" for r, t in routes) or "nowhere"
-            print(f"{event['type']:<24} {line(event)}\n{'':<24} -> {where}")
+            _say(f"{event['type']:<24} {line(event)}\n{'':<24} -> {where}")
     return EXIT_OK
 
 
@@ -539,7 +555,8 @@ async def _demo() -> int:
                 # they were then.
                 now = {"at": datetime.now(UTC)}
                 async with new_session() as session:
-                    app = App(settings, store, session, clock=lambda: now["at"])
+                    app = App(settings, store, session, clock=lambda: now["at"],
+                              console=sys.stdout)
                     for step, (name, _) in enumerate(snapshots, start=1):
                         now["at"] = demo.taken_at(name)
                         result = await app.cycle(settings.watches[0])

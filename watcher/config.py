@@ -111,6 +111,7 @@ class Http:
 
     host: str
     port: int
+    public_url: str | None = None   # where people reach the pages (links in messages, feed)
 
     @property
     def url(self) -> str:
@@ -238,14 +239,30 @@ def _retention(value: yamldoc.Value) -> Retention:
 
 
 def _http(value: yamldoc.Value) -> Http:
-    keys = value.mapping(allowed={"listen"}, required={"listen"})
+    keys = value.mapping(allowed={"listen", "public_url"}, required={"listen"})
     listen = keys["listen"].string(expand_env=True)
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise keys["listen"].error(f"expected HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, "
                                    f"got {listen!r}")
-    return Http(host=host, port=int(port))
+    public_url = _public_url(keys["public_url"]) if "public_url" in keys else None
+    return Http(host=host, port=int(port), public_url=public_url)
+
+
+def _public_url(value: yamldoc.Value) -> str:
+    """An absolute http(s) URL without query or fragment, kept without its trailing ``/``."""
+    url = value.string(expand_env=True).strip()
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+            or parts.query or parts.fragment or any(c.isspace() for c in url)):
+        raise value.error("expected an absolute http:// or https:// URL without query or "
+                          f"fragment, such as https://watcher.example.com, got {url!r}")
+    return url.rstrip("/")
 
 
 def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[str]) -> Watch:

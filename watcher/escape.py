@@ -33,6 +33,11 @@ def plain(text: str) -> str:
     return _CONTROL.sub(lambda m: " " if m.group() in _SPACE else "\ufffd", text)
 
 
+def printable(text: str) -> str:
+    """Our own multi-line text for a terminal: its newlines kept, every other control gone."""
+    return "\n".join(plain(part) for part in text.split("\n"))
+
+
 def unping(text: str) -> str:
     """``@everyone``, ``@here``, ``<@U123>``: a zero-width space after each ``@``.
 

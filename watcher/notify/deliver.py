@@ -22,10 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 import apprise
 import orjson
 
-from watcher import log
+from watcher import escape, log
 from watcher.config import Settings, Target
 from watcher.errors import DeliveryError, WatcherError
 from watcher.metrics import Metrics
+from watcher.notify import webhook
 from watcher.notify.render import JSON_SCHEMES, Message, body_format, compose
 from watcher.notify.templates import TemplateRefused
 from watcher.store import Group, Store
@@ -39,14 +40,25 @@ class Sender(Protocol):
 
 
 class ConsoleSender:
-    """``console://``: the message on stdout (stderr when stdout carries JSON)."""
+    """``console://``: the message as text on ``stream``.
+
+    Without a stream (the daemon) it goes to stdout: as text on a terminal, and as one JSON
+    object per line otherwise, like the log (``"event": "notify.console"``), so that
+    ``docker logs`` and journald keep one JSON object per line whatever the catalogue says.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
 
     async def send(self, message: Message) -> None:
         out = self.stream or sys.stdout
-        out.write(f"\n=== {message.title} ===\n{message.body}\n")
+        if self.stream is None and not out.isatty():
+            record = {"timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                      "level": "info", "event": "notify.console", "title": message.title,
+                      "body": message.body}
+            out.write(escape.json_line(orjson.dumps(record).decode()) + "\n")
+        else:
+            out.write(escape.printable(f"\n=== {message.title} ===\n{message.body}") + "\n")
         out.flush()
 
 
@@ -63,12 +75,16 @@ class AppriseSender:
 
     def _send(self, message: Message) -> None:
         sender = apprise.Apprise()
-        if not sender.add(with_idempotency_key(self.target, message.key)):
+        url = with_idempotency_key(self.target, message.key)
+        # A JSON message to json:// is the request's body, not a string in Apprise's envelope.
+        server = webhook.server(url) if message.format == "json" else url
+        if server is None or not sender.add(server):
             raise DeliveryError(f"target {self.target.name!r} ({self.target.source}) is not a "
                                  "URL Apprise can send to")
         with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
             ok = sender.notify(body=message.body, title=message.title,
-                               body_format=APPRISE_FORMATS[message.format])
+                               body_format=APPRISE_FORMATS[message.format],
+                               notify_type=apprise.NotifyType(message.notify_type))
         if not ok:
             detail = " ".join(captured.getvalue().split())[-300:] or "the target refused it"
             raise DeliveryError(log.redactor.text(detail))
@@ -178,7 +194,9 @@ class Deliverer:
         rule = next((r for r in self.settings.rules if r.name == group.group), None)
         try:
             message = compose(target, list(group.events), key=group.idempotency_key,
-                              today=datetime.fromtimestamp(now, UTC).date(), rule=rule)
+                              today=datetime.fromtimestamp(now, UTC).date(), rule=rule,
+                              public_url=self.settings.http.public_url if self.settings.http
+                              else None)
             await sender.send(message)
         except (DeliveryError, TemplateRefused) as exc:
             self._failed(group, str(exc))
