@@ -461,7 +461,9 @@ def _print_csv(events: Sequence[Event]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for event in events:
-        writer.writerow([_cell(event.get(column)) for column in CSV_COLUMNS])
+        # Catalogue text reaches a terminal too (`history --format csv | less`): no controls.
+        writer.writerow([escape.plain(_cell(event.get(column)))
+                         for column in CSV_COLUMNS])
 
 
 def _cell(value: Any) -> str:

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -37,9 +37,12 @@ def money(amount: Decimal) -> str:
     """``$0.40``, ``$0.035``, ``$12``: two decimals at least, more only when needed."""
     if amount.is_zero():
         return "$0.00"  # never "$-0.00"
-    if amount == amount.quantize(Decimal("0.01")):
-        return f"${amount:,.2f}"
-    return "$" + format(amount.normalize(), "f")
+    # Enough precision for any amount as_decimal lets through (1e30 per token is 1e36 per
+    # million, plus two decimals): the default 28 digits would raise on quantize.
+    with localcontext(Context(prec=80)):
+        if amount == amount.quantize(Decimal("0.01")):
+            return f"${amount:,.2f}"
+        return "$" + format(amount.normalize(), "f")
 
 
 def price(value: Any, key: str) -> str:
@@ -101,7 +104,8 @@ def _describe(event: Event, today: date | None) -> str:
         field = field if isinstance(field, str) else "pricing"
         key = field.partition(".")[2] or field  # "pricing" itself when it stopped being an object
         if isinstance(old, (list, dict)) or isinstance(new, (list, dict)) or key == "pricing":
-            return f"{shown(key, 40)} pricing changed: {shown(old, 60)} -> {shown(new, 60)}"
+            what = "pricing" if key == "pricing" else f"{shown(key, 40)} pricing"
+            return f"{what} changed: {shown(old, 60)} -> {shown(new, 60)}"
         return (f"{price(old, key)} -> {price(new, key)} {price_unit(key)}"
                 f"{pct(event.get('change_pct'))}")
     if kind == "model_added":
