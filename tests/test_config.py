@@ -138,3 +138,12 @@ def test_every_shipped_rule_file_loads(path: Path) -> None:
     from watcher.rules.load import load_rule_files
 
     assert load_rule_files([path], targets={"console"}, watches={"models"})
+
+
+def test_http_public_url_is_kept_without_its_trailing_slash(write_config) -> None:
+    path = write_config('watches: [{name: m, url: "http://127.0.0.1:1/m", interval: 1h}]\n'
+                        "rules: []\n"
+                        'http: {listen: "127.0.0.1:9464", public_url: "https://w.example.com/watch/"}\n')
+    settings = config.load(path)
+    assert settings.http is not None
+    assert settings.http.public_url == "https://w.example.com/watch"

@@ -65,3 +65,66 @@ def test_expiration_lines_count_the_days() -> None:
     assert describe(event, date(2026, 1, 26)) == "expires 2026-01-27 (1 day left)"
     assert describe(event, date(2026, 1, 28)) == "expires 2026-01-27 (passed yesterday)"
     assert describe(event, date(2026, 1, 27)) == "expires 2026-01-27 (today)"
+
+
+def _event(kind: str, **fields: object) -> dict[str, object]:
+    return {"watch": "models", "type": kind, "model": "a/b", "name": "A B", "field": None,
+            "old": None, "new": None, "change_pct": None,
+            "detected_at": "2026-01-04T19:13:29Z", **fields}
+
+
+def test_notify_type_follows_the_worst_event() -> None:
+    from watcher.notify.render import notify_type
+
+    cheaper = _event("price_changed", field="pricing.prompt", old="0.000002", new="0.000001")
+    dearer = _event("price_changed", field="pricing.prompt", old="0", new="0.000001")
+    assert notify_type([_event("model_added"), cheaper]) == "info"
+    assert notify_type([_event("expiration_cleared")]) == "info"
+    assert notify_type([cheaper, dearer]) == "warning"  # from free is an increase too
+    assert notify_type([_event("expiring_soon", new="2026-01-10")]) == "warning"
+    assert notify_type([_event("expiration_set", new="2026-01-10"), dearer,
+                        _event("model_removed")]) == "failure"
+    assert notify_type([_event("model_unavailable_to_account")]) == "failure"
+    message = compose(Target("s", "slack://T/B/C"), [dearer], key="k")
+    assert message.notify_type == "warning"
+
+
+def test_lines_link_to_openrouter_or_to_this_daemon_and_say_when() -> None:
+    events = [_event("model_added", model="mistralai/devstral-2512:free"),
+              _event("model_added", model="a/b", detected_at="2026-01-04T19:20:00Z")]
+    text = compose(Target("c", "console://"), events, key="k").body
+    assert "\n    https://openrouter.ai/mistralai/devstral-2512:free\n" in text
+    assert text.endswith("Detected 2026-01-04 19:13 to 19:20 UTC")
+    mail = compose(Target("m", "mailto://u:p@h"), events, key="k",
+                   public_url="https://watch.example.com/w").body
+    assert '<a href="https://watch.example.com/w/models/a/b">a/b</a>' in mail
+    # An id cannot make a link that resolves elsewhere.
+    evil = compose(Target("c", "console://"), [_event("model_added", model="x/../../api/y")],
+                   key="k", public_url="https://w.example").body
+    assert "https://w.example/models/x/%2E%2E/%2E%2E/api/y" in evil
+
+
+def test_user_templates_escape_catalogue_text_for_the_target() -> None:
+    from watcher.notify.templates import Template
+
+    body = Template("{% for e in events %}{{ e.name }}|{% endfor %}{{ body }}")
+    evil = [_event("model_added", name="<b>x</b> @everyone [a](http://e)")]
+    mail = compose(Target("m", "mailto://u:p@h", body=body), evil, key="k").body
+    assert mail.startswith("&lt;b&gt;x&lt;/b&gt; @everyone [a](http://e)|<h3>New models</h3>")
+    chat = compose(Target("s", "slack://T/B/C", body=body), evil, key="k").body
+    assert chat.startswith("\\<b>x\\</b> @\u200beveryone \\[a\\](http://e)|**New models**")
+    text = compose(Target("c", "console://", body=Template("{{ lines[0] }}")),
+                   [_event("model_added", name="\x1b[2Jx\r\ny")], key="k").body
+    assert text == "\ufffd[2Jx  y (a/b): new model"
+
+
+def test_a_template_refused_at_send_time_gives_the_digest_instead() -> None:
+    from watcher.notify.templates import Template
+
+    pairs = Template("{% for a in events %}{% for b in events %}{% if a == b %}{% endif %}{% endfor %}"
+                     "{% endfor %}")
+    events = [_event("model_added", model=f"m/{i}") for i in range(1100)]  # 1.2M iterations
+    message = compose(Target("c", "console://", body=pairs), events, key="k")
+    assert message.body.startswith("(the 'c' template was refused for these events: "
+                                   "template does too much work")
+    assert "New models:\n  - A B (m/0): new model" in message.body
