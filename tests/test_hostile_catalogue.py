@@ -362,6 +362,7 @@ def test_a_daemon_delivers_every_event_to_every_sink_neutralised(
             continue
         page_tags = {tag for tag, _ in tags(text).tags}
         assert not page_tags & {"script", "img", "b"}, url
+        assert not CONTROL.search(text), url
     feed = feedparser.parse(pages["/feed.atom"][1])
     assert not feed.bozo, feed.bozo_exception
     assert {e.link.rsplit("/models/", 1)[1] for e in feed.entries} >= {"good/model", "evil/tiny"}

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from watcher import escape
 from watcher.events import EVENT_TYPES, Event
 from watcher.notify.render import describe, price, price_unit
 from watcher.web import chart
@@ -28,7 +29,14 @@ from watcher.web.filters import MAX_LIMIT, Filters
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("watcher.web", "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False,
+        finalize=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """Catalogue text without control characters (a bidi override would reorder the page)."""
+    return escape.plain(value) if isinstance(value, str) and not isinstance(value, Markup) \
+        else value
 
 
 def model_path(prefix: str, model: str) -> str:
