@@ -502,8 +502,11 @@ def compose(target: Target, events: list[Event], *, key: str, today: date | None
                "lines": [line(e, today) for e in events], "target": target.name,
                "rule": rule.name if rule else None}
     try:
-        new_title = title_t.render(context, markup="text") if title_t else title
-        new_body = body_t.render(context, markup=fmt)[:limit] if body_t else body
+        # A title is plain text everywhere; console:// pings no one, so nothing to break.
+        plain = "console" if target.scheme == "console" else "text"
+        new_title = title_t.render(context, markup=plain) if title_t else title
+        new_body = (body_t.render(context, markup=plain if fmt == "text" else fmt)[:limit]
+                    if body_t else body)
     except TemplateRefused as exc:
         note = f"(the {target.name!r} template was refused for these events: {exc})"
         note = escape.html(note) if fmt == "html" else escape.markdown(note) \
