@@ -229,10 +229,12 @@ def test_once_history_show_and_csv_print_it_safely(tmp_path: Path, hostile: Fake
     csv_out = cli("history", "--config", str(path), "--format", "csv")
     assert csv_out.returncode == 0, csv_out.stderr
     assert "\x1b" not in csv_out.stdout
-    show = cli("show", "evil/channel", "--config", str(path))
-    assert show.returncode == 0, show.stderr
-    assert not CONTROL.search(show.stdout)
-    assert "evil/channel" in show.stdout
+    for model in ("evil/channel", "evil/huge", "evil/tiered", "evil/digits", "evil/nan"):
+        show = cli("show", model, "--config", str(path))
+        assert show.returncode == 0, show.stderr
+        assert not CONTROL.search(show.stdout)
+        assert model in show.stdout
+        assert "Traceback" not in show.stderr
 
 
 class _Tags(HTMLParser):
