@@ -309,8 +309,8 @@ def test_a_daemon_delivers_every_event_to_every_sink_neutralised(
                  and "notify.console" in daemon.output(), timeout=60, what="every sink")
         base = f"http://127.0.0.1:{port}"
         pages = {url: _get(base + url) for url in
-                 ("/", "/models/evil/channel", "/models/evil/tiny", "/models/evil/tiered",
-                  "/feed.atom", "/api/events")}
+                 ("/", "/feed.atom", "/api/events",
+                  *(f"/models/{m}" for m in sorted(MODELS - {EVIL_ID})))}
     finally:
         assert daemon.stop() == 0
 
@@ -368,3 +368,40 @@ def test_a_daemon_delivers_every_event_to_every_sink_neutralised(
     assert not feed.bozo, feed.bozo_exception
     assert {e.link.rsplit("/models/", 1)[1] for e in feed.entries} >= {"good/model", "evil/tiny"}
     assert {(e["type"], e["model"]) for e in json.loads(pages["/api/events"][1])} == EXPECTED
+
+
+def test_a_runaway_template_on_reload_is_refused_and_the_daemon_goes_on(
+        tmp_path: Path, hostile: FakeOpenRouter, sinks: dict[str, WebhookSink]) -> None:
+    import signal
+
+    path = _config(tmp_path, hostile, f"  hook: {sinks['hook'].url()}")
+    daemon = Daemon(path).start()
+    try:
+        daemon.wait_started()
+        wait_for(lambda: "cycle.baseline" in daemon.logs(), what="the baseline")
+        # The loop that froze a daemon on SIGHUP, and two that allocate before any output.
+        for body_t in ("{% for e in events recursive %}{{ loop(events) }}{% endfor %}",
+                       "{{ 'x' | center(2000000000) }}",
+                       ("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}"
+                        "{% endfor %}")):
+            quoted = body_t.replace("'", "''")
+            _config(tmp_path, hostile, f"  hook:\n    url: {sinks['hook'].url()}\n"
+                                       f"    body: '{quoted}'")
+            failures = daemon.logs().count("config.reload_failed")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda n=failures: daemon.logs().count("config.reload_failed") > n,
+                     what="the refused reload")
+        logs = daemon.logs()
+        for reason in ("recursive loops are not available",
+                       "an argument of the 'center' filter is too large",
+                       "template does too much work"):
+            assert re.search(r"config\.yaml:\d+: targets\.hook\.body: template refused: "
+                             + re.escape(reason), logs), reason
+        # The running config stays, and the next change is still delivered.
+        hostile.set_script([Reply(body=body(1))])
+        wait_for(lambda: sinks["hook"].delivered, what="the next change")
+    finally:
+        assert daemon.stop() == 0
+    assert {(e["type"], e["model"]) for e in sinks["hook"].delivered[0].payload["events"]} \
+        == EXPECTED
