@@ -185,16 +185,18 @@ def _normalize(value: Any) -> Any:
     return value
 
 
-# A price outside these bounds is no price a model has: it is kept and compared as the
-# string it came as, never computed with ("1e-400", "1e400", 10,000 digits would make
-# Decimal arithmetic raise, or format a number with a million zeros).
+# A price outside these bounds is no price a model has (real ones are 1e-12..1e2 per
+# token or unit): it is kept and compared as the string it came as, never computed with
+# ("1e-400", "1e400", 10,000 digits would make Decimal arithmetic raise, or format a
+# number with a million zeros; "1e20" per token would be read as a real price).
 MAX_DIGITS = 40
-MAX_EXPONENT = 30
+MIN_EXPONENT = -20   # 1e-20
+MAX_EXPONENT = 9     # below 1e10
 
 
 def as_decimal(value: Any) -> Decimal | None:
     """A price string as a Decimal; None for anything that is not a finite decimal string
-    of at most ``MAX_DIGITS`` digits between 1e-30 and 1e30 in size."""
+    of at most ``MAX_DIGITS`` digits, zero or between 1e-20 and 1e10 in size."""
     if not isinstance(value, str) or len(value) > 2 * MAX_DIGITS:
         return None
     try:
@@ -205,6 +207,7 @@ def as_decimal(value: Any) -> Decimal | None:
         return None
     if number.is_zero():
         return Decimal(0)  # "-0", "0e5" and "0.000" are all the price 0
-    if len(number.as_tuple().digits) > MAX_DIGITS or abs(number.adjusted()) > MAX_EXPONENT:
+    if (len(number.as_tuple().digits) > MAX_DIGITS
+            or not MIN_EXPONENT <= number.adjusted() <= MAX_EXPONENT):
         return None
     return number

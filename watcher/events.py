@@ -91,7 +91,7 @@ def change_pct(old: Any, new: Any) -> float | None:
     a, b = _number(old), _number(new)
     if a is None or b is None or a <= 0 or b < 0:
         return None
-    # Both are bounded (at most 40 digits, 1e-30..1e30), so the ratio has at most ~100
+    # Both are bounded (at most 40 digits, 1e-20..1e10), so the ratio has at most ~100
     # digits: exact at this precision, and a change too large to quantize is None, not an
     # exception that would fail the cycle on every poll.
     with localcontext(Context(prec=120)):

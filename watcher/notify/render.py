@@ -37,8 +37,8 @@ def money(amount: Decimal) -> str:
     """``$0.40``, ``$0.035``, ``$12``: two decimals at least, more only when needed."""
     if amount.is_zero():
         return "$0.00"  # never "$-0.00"
-    # Enough precision for any amount as_decimal lets through (1e30 per token is 1e36 per
-    # million, plus two decimals): the default 28 digits would raise on quantize.
+    # Enough precision for any amount as_decimal lets through (40 digits, up to 1e16 per
+    # million tokens, plus two decimals): the default 28 digits could raise on quantize.
     with localcontext(Context(prec=80)):
         if amount == amount.quantize(Decimal("0.01")):
             return f"${amount:,.2f}"
@@ -52,7 +52,7 @@ def price(value: Any, key: str) -> str:
         return "n/a" if value is None else shown(value, 40)
     if number < 0:
         return "variable"
-    # as_decimal bounds the number (1e-30..1e30, 40 digits): this never overflows.
+    # as_decimal bounds the number (1e-20..1e10, 40 digits): this never overflows.
     return money(number * MILLION) if key in PER_TOKEN else money(number)
 
 
