@@ -484,6 +484,7 @@ def compose(target: Target, events: list[Event], *, key: str, today: date | None
     fmt = body_format(target)
     limit = target.max_length or LIMITS.get(target.scheme, DEFAULT_LIMIT)
     title = digest_title(events, today)
+    mentions = target.scheme == "console"  # a terminal pings no one: nothing to break there
     if fmt == "json":
         shown_events = events[:JSON_LIMIT_EVENTS]
         body = escape.json_line(orjson.dumps(
@@ -492,7 +493,7 @@ def compose(target: Target, events: list[Event], *, key: str, today: date | None
             option=orjson.OPT_NON_STR_KEYS).decode())
     else:
         body = digest_body(events, markup=fmt, limit=limit, today=today, public_url=public_url,
-                           mentions=target.scheme == "console")
+                           mentions=mentions)
     kind = notify_type(events)
     title_t = (rule.title if rule else None) or target.title
     body_t = (rule.body if rule else None) or target.body
@@ -502,16 +503,17 @@ def compose(target: Target, events: list[Event], *, key: str, today: date | None
                "lines": [line(e, today) for e in events], "target": target.name,
                "rule": rule.name if rule else None}
     try:
-        # A title is plain text everywhere; console:// pings no one, so nothing to break.
-        plain = "console" if target.scheme == "console" else "text"
+        plain = "console" if mentions else "text"  # a title is plain text everywhere
         new_title = title_t.render(context, markup=plain) if title_t else title
         new_body = (body_t.render(context, markup=plain if fmt == "text" else fmt)[:limit]
                     if body_t else body)
     except TemplateRefused as exc:
-        note = f"(the {target.name!r} template was refused for these events: {exc})"
-        note = escape.html(note) if fmt == "html" else escape.markdown(note) \
-            if fmt == "markdown" else note
-        body = note + ("<br>" if fmt == "html" else "\n\n") + body
-        return Message(title=title, body=body[:limit], format=fmt, key=key, notify_type=kind)
+        if fmt != "json":  # a JSON document stays one: the default document, as it is
+            note = f"(the {target.name!r} template was refused for these events: {exc})"
+            note = (f"<p>{escape.html(note)}</p>" if fmt == "html" else
+                    escape.markdown(note) + "\n\n" if fmt == "markdown" else note + "\n\n")
+            body = note + digest_body(events, markup=fmt, limit=max(0, limit - len(note)),
+                                      today=today, public_url=public_url, mentions=mentions)
+        return Message(title=title, body=body, format=fmt, key=key, notify_type=kind)
     return Message(title=escape.plain(new_title), body=new_body, format=fmt, key=key,
                    notify_type=kind)
