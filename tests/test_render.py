@@ -128,3 +128,8 @@ def test_a_template_refused_at_send_time_gives_the_digest_instead() -> None:
     assert message.body.startswith("(the 'c' template was refused for these events: "
                                    "template does too much work")
     assert "New models:\n  - A B (m/0): new model" in message.body
+    hook = compose(Target("h", "json://127.0.0.1:9/h", body=pairs), events, key="k")
+    assert json.loads(hook.body)["events"][0]["model"] == "m/0"  # still the JSON document
+    short = compose(Target("d", "discord://1/abc", body=pairs), events, key="k")
+    assert len(short.body) <= 2000
+    assert short.body.startswith("(the 'd' template was refused")
