@@ -4,7 +4,8 @@ Names, ids, descriptions and prices come from a third party.  Before any of it r
 person it passes through one of these:
 
 * :func:`plain` for everything printed or sent: control characters (ANSI/OSC escapes, CR,
-  newlines, bidirectional overrides) cannot move a cursor, forge a log line or reorder text;
+  newlines, bidirectional overrides) cannot move a cursor, forge a log line or reorder text
+  (:func:`printable` for our own multi-line text, :func:`json_line` for JSON output);
 * :func:`markdown` for chat targets: no link, emphasis, code or ``<...>`` syntax survives
   (Slack's ``<!channel>``, Discord's ``<@id>``), and no ``@everyone``/``@here`` pings;
 * :func:`html` for e-mail.
