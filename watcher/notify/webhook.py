@@ -45,7 +45,8 @@ class RawJSON(NotifyJSON):
         try:
             reply = requests.request(str(self.method), url, data=payload.encode(), params=self.params,
                                      headers=headers, auth=auth, verify=self.verify_certificate,
-                                     timeout=self.request_timeout, allow_redirects=self.redirects)
+                                     timeout=self.request_timeout,
+                                     allow_redirects=getattr(self, "redirects", True))
         except requests.RequestException as exc:
             self.logger.warning("A connection error occurred sending the JSON webhook to %s: %s",
                                 self.host, type(exc).__name__)
