@@ -23,6 +23,7 @@ import apprise
 import orjson
 
 from watcher import escape, log
+from watcher.clock import iso, utcnow
 from watcher.config import Settings, Target
 from watcher.errors import DeliveryError, WatcherError
 from watcher.metrics import Metrics
@@ -53,7 +54,7 @@ class ConsoleSender:
     async def send(self, message: Message) -> None:
         out = self.stream or sys.stdout
         if self.stream is None and not out.isatty():
-            record = {"timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            record = {"timestamp": iso(utcnow()),
                       "level": "info", "event": "notify.console", "title": message.title,
                       "body": message.body}
             out.write(escape.json_line(orjson.dumps(record).decode()) + "\n")

@@ -312,7 +312,7 @@ def detected(events: list[Event]) -> str:
                     and _TIME.fullmatch(t)})
     if not times:
         return ""
-    first, last = _clock(times[0]), _clock(times[-1])
+    first, last = time_text(times[0]), time_text(times[-1])
     if first == last:
         return f"Detected {first} UTC"
     if first[:10] == last[:10]:
@@ -323,8 +323,9 @@ def detected(events: list[Event]) -> str:
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
-def _clock(at: str) -> str:
-    return at[:16].replace("T", " ")
+def time_text(at: str | None) -> str:
+    """``2026-01-04 19:13``: a stored time as people read it (UTC, to the minute)."""
+    return "" if not at else at.replace("T", " ").removesuffix("Z")[:16]
 
 
 def digest_body(events: list[Event], *, markup: str = "text", limit: int = 10_000,

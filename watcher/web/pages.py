@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from watcher import escape
 from watcher.events import EVENT_TYPES, Event
-from watcher.notify.render import describe, price, price_unit
+from watcher.notify.render import describe, price, price_unit, time_text
 from watcher.web import chart
 from watcher.web.filters import MAX_LIMIT, Filters
 
@@ -44,10 +44,6 @@ def model_path(prefix: str, model: str) -> str:
     return f"{prefix}/models/{quote(model, safe='/:@')}"
 
 
-def _time_text(at: str | None) -> str:
-    return "" if not at else at.replace("T", " ").removesuffix("Z")[:16]
-
-
 def _trend(event: Event) -> str:
     pct = event.get("change_pct")
     if event["type"] == "price_changed" and isinstance(pct, (int, float)):
@@ -60,7 +56,7 @@ def event_row(event: Event, today: date | None) -> dict[str, Any]:
     text = describe(event, today)
     if event["type"] == "model_added" and event.get("in_baseline"):
         text = "present when watching started" + text.removeprefix("new model")
-    return {"at": event["detected_at"], "at_text": _time_text(event["detected_at"]),
+    return {"at": event["detected_at"], "at_text": time_text(event["detected_at"]),
             "watch": event["watch"], "type": event["type"], "model": event["model"],
             "name": event.get("name"), "text": text, "trend": _trend(event)}
 
@@ -116,18 +112,18 @@ def _story(story: Mapping[str, Any], today: date | None) -> dict[str, Any]:
     context = story["context_length"]
     return {
         "watch": story["watch"], "present": story["present"],
-        "gone_since": _time_text(gone_since),
-        "first_seen_text": _time_text(story["first_seen"]),
-        "last_seen_text": _time_text(story["last_seen"]),
+        "gone_since": time_text(gone_since),
+        "first_seen_text": time_text(story["first_seen"]),
+        "last_seen_text": time_text(story["last_seen"]),
         "in_baseline": bool(events and events[0].get("in_baseline")),
         "context_text": _tokens(context[-1]["context_length"]) if context else "unknown",
         "expiration": _expiration(events),
         "chart": Markup(svg) if svg else "",  # noqa: S704 - chart.py escapes every text it writes
         "legend": chart.legend(story["prices"]), "absent": absent,
         "price_rows": [{"key": key, "price": price(p["price"], key), "unit": price_unit(key),
-                        "since": _time_text(p["at"])}
+                        "since": time_text(p["at"])}
                        for key, points in story["prices"].items() for p in reversed(points)],
-        "context_rows": [{"tokens": _tokens(c["context_length"]), "since": _time_text(c["at"])}
+        "context_rows": [{"tokens": _tokens(c["context_length"]), "since": time_text(c["at"])}
                          for c in reversed(context)],
         "rows": [event_row(e, today) for e in reversed(events)],
     }
