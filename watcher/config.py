@@ -50,7 +50,8 @@ class Watch:
     api_key: str | None = field(default=None, repr=False)
     api_key_file: Path | None = None  # read again before every poll: a rotated key just works
     timeout: float = 30.0
-    max_body_bytes: int = 32 << 20
+    max_body_bytes: int = 32 << 20  # all pages of one poll together
+    max_pages: int = 100
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_removed_pct: float = 30.0   # a response losing more than this is held, not diffed
     confirm_polls: int = 3          # ... until the same list is seen this many times in a row
@@ -268,7 +269,7 @@ def _public_url(value: yamldoc.Value) -> str:
 def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[str]) -> Watch:
     keys = value.mapping(
         allowed={"name", "url", "interval", "api_key_env", "api_key_file", "timeout",
-                 "max_body_mb", "retries", "retry_backoff", "max_retry_after", "max_removed_pct",
+                 "max_body_mb", "max_pages", "retries", "retry_backoff", "max_retry_after", "max_removed_pct",
                  "confirm_polls"},
         required={"name", "url", "interval"},
     )
@@ -300,6 +301,7 @@ def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[
         secrets.append(api_key)
     timeout = yamldoc.duration(keys["timeout"], minimum=1.0) if "timeout" in keys else 30.0
     max_mb = keys["max_body_mb"].number(minimum=0.01) if "max_body_mb" in keys else 32.0
+    max_pages = keys["max_pages"].integer(minimum=1) if "max_pages" in keys else Watch.max_pages
     default = RetryPolicy()
     retry = RetryPolicy(
         attempts=keys["retries"].integer(minimum=0) + 1 if "retries" in keys else default.attempts,
@@ -312,7 +314,7 @@ def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[
     confirm = keys["confirm_polls"].integer(minimum=1) if "confirm_polls" in keys else 3
     return Watch(name=name, url=url, interval=interval, api_key=api_key, api_key_file=key_file,
                  timeout=timeout,
-                 max_body_bytes=int(max_mb * (1 << 20)), retry=retry,
+                 max_body_bytes=int(max_mb * (1 << 20)), max_pages=max_pages, retry=retry,
                  max_removed_pct=max_removed, confirm_polls=confirm)
 
 

@@ -5,11 +5,23 @@ The outcome table:
 =====================================  ==============================================
 2xx                                    the body (and the next pages, if ``links.next``)
 408, 429, 5xx, timeout, connection     retried with exponential backoff and jitter,
-                                       honouring ``Retry-After`` (bounded); then FetchError
+                                       honouring ``Retry-After`` (see below); then
+                                       FetchError
 401, 402, 403                          AuthError at once: a person must act
 other 4xx                              FetchError at once (not retryable)
-body over the cap                      FetchError at once
+all pages together over the cap        FetchError at once, not retried: the same
+(``max_body_mb``)                      response would come again, and the poll is
+                                       only as big as it is allowed to be
+more than ``max_pages`` pages, a       FetchError at once, not retried (as above)
+``links.next`` seen before, or one
+to another origin
 =====================================  ==============================================
+
+``Retry-After`` is read strictly (RFC 9110): whole seconds as ASCII digits, or an
+HTTP-date.  The wait is clamped to ``[0, max_retry_after]``: a date in the past waits 0 s, a
+huge number or a far date waits ``max_retry_after``.  Anything else (``nan``, ``inf``,
+``-5``, ``1.5``, garbage) is ignored and the usual backoff applies, so no value from the
+server can reach the event loop's timers as a non-finite or negative delay.
 
 ``aiohttp`` errors never leave this module: they are translated into
 :class:`~watcher.errors.FetchError` with messages that carry no request headers.
@@ -35,8 +47,6 @@ from watcher.errors import AuthError, FetchError
 USER_AGENT = f"openrouter-watcher/{__version__} (+https://github.com/openrouter-watcher)"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 402, 403})
-MAX_PAGES = 100
-
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -47,17 +57,28 @@ def new_session() -> aiohttp.ClientSession:
 
 async def fetch(session: aiohttp.ClientSession, watch: Watch, *,
                 policy: RetryPolicy | None = None, sleep: Sleep = asyncio.sleep) -> list[bytes]:
-    """Every page of ``watch.url``; retries transient failures, raises FetchError."""
+    """Every page of ``watch.url``; retries transient failures, raises FetchError.
+
+    ``watch.max_body_bytes`` caps all pages together, not each one: memory is bounded by
+    the cap whatever the page count.
+    """
     policy = policy or watch.retry
     watch = with_current_key(watch)
     pages: list[bytes] = []
     url: str | None = watch.url
     seen: set[str] = set()
+    left = watch.max_body_bytes
     while url is not None:
-        if url in seen or len(pages) >= MAX_PAGES:
-            raise FetchError(f"pagination of {_safe(watch.url)} does not end", retryable=False)
+        if url in seen:
+            raise FetchError(f"pagination of {_safe(watch.url)} does not end (links.next "
+                             "points to a page already read)", retryable=False)
+        if len(pages) >= watch.max_pages:
+            raise FetchError(f"{_safe(watch.url)}: more than {watch.max_pages} pages "
+                             "(max_pages)", retryable=False)
         seen.add(url)
-        body = await fetch_page(session, watch, url, policy=policy, sleep=sleep)
+        body = await fetch_page(session, watch, url, policy=policy, sleep=sleep,
+                                limit=left, pages=len(pages))
+        left -= len(body)
         pages.append(body)
         url = _next_page(body, url)
         if url is not None and _origin(url) != _origin(watch.url):
@@ -85,13 +106,16 @@ def with_current_key(watch: Watch) -> Watch:
 
 
 async def fetch_page(session: aiohttp.ClientSession, watch: Watch, url: str, *,
-                     policy: RetryPolicy, sleep: Sleep) -> bytes:
-    """One page, retried per the outcome table."""
+                     policy: RetryPolicy, sleep: Sleep, limit: int | None = None,
+                     pages: int = 0) -> bytes:
+    """One page of at most ``limit`` bytes (what the cap leaves after ``pages`` pages),
+    retried per the outcome table."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            return await _get(session, watch, url)
+            return await _get(session, watch, url,
+                              limit=watch.max_body_bytes if limit is None else limit, pages=pages)
         except FetchError as exc:
             if not exc.retryable or attempt >= policy.attempts:
                 if attempt > 1:
@@ -102,13 +126,15 @@ async def fetch_page(session: aiohttp.ClientSession, watch: Watch, url: str, *,
 
 
 def _delay(attempt: int, retry_after: float | None, policy: RetryPolicy) -> float:
+    """Seconds to wait before ``attempt + 1``; a Retry-After within ``[0, max_retry_after]``."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), policy.max_retry_after)
     cap = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
     return random.uniform(cap / 2, cap)
 
 
-async def _get(session: aiohttp.ClientSession, watch: Watch, url: str) -> bytes:
+async def _get(session: aiohttp.ClientSession, watch: Watch, url: str, *, limit: int,
+               pages: int) -> bytes:
     headers = {"Authorization": f"Bearer {watch.api_key}"} if watch.api_key else {}
     timeout = aiohttp.ClientTimeout(total=watch.timeout, connect=min(10.0, watch.timeout))
     where = _safe(url)
@@ -124,14 +150,14 @@ async def _get(session: aiohttp.ClientSession, watch: Watch, url: str) -> bytes:
                                  retry_after=_retry_after(resp.headers.get("Retry-After")))
             if not 200 <= status < 300:
                 raise FetchError(f"{where}: HTTP {status}", retryable=False, status=status)
-            if resp.content_length is not None and resp.content_length > watch.max_body_bytes:
-                raise _too_large(where, watch)
+            if resp.content_length is not None and resp.content_length > limit:
+                raise _too_large(where, watch, pages)
             chunks: list[bytes] = []
             size = 0
             async for chunk in resp.content.iter_chunked(1 << 16):
                 size += len(chunk)
-                if size > watch.max_body_bytes:
-                    raise _too_large(where, watch)
+                if size > limit:
+                    raise _too_large(where, watch, pages)
                 chunks.append(chunk)
             return b"".join(chunks)
     except FetchError:
@@ -149,21 +175,23 @@ async def _get(session: aiohttp.ClientSession, watch: Watch, url: str) -> bytes:
                          retryable=True) from None
 
 
-def _too_large(where: str, watch: Watch) -> FetchError:
-    return FetchError(f"{where}: response is larger than the {watch.max_body_bytes} byte cap",
-                      retryable=False)
+def _too_large(where: str, watch: Watch, pages: int) -> FetchError:
+    together = f" (with the {pages} pages before it)" if pages else ""
+    return FetchError(f"{where}: response is larger than the {watch.max_body_bytes} byte cap"
+                      f"{together} (max_body_mb)", retryable=False)
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header, or None when it is not one (see the docstring)."""
+    value = (value or "").strip()
     if not value:
         return None
-    try:
+    if value.isascii() and value.isdigit():
+        # float(), not int(): a 5,000-digit value is inf here, not a ValueError.
         return float(value)
-    except ValueError:
-        pass
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
