@@ -137,3 +137,19 @@ def test_a_large_response_is_parsed_without_collections_and_leaves_the_collector
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 1100, 5000])
+def test_json_nested_too_deep_is_a_snapshot_error(depth: int) -> None:
+    body = b'{"data": [{"id": "ok"}, {"id": "deep", "x": ' + b"[" * depth + b"]" * depth + b"}]}"
+    with pytest.raises(SnapshotError, match=r"nested more than 254 deep|not valid JSON"):
+        snapshot.parse(body)
+    with pytest.raises(SnapshotError):
+        snapshot.parse_pages([b'{"data": [{"id": "a"}]}', body])
+
+
+def test_json_nested_as_deep_as_can_be_stored_is_parsed() -> None:
+    depth = 250
+    body = b'{"data": [{"id": "deep", "x": ' + b"[" * depth + b"]" * depth + b"}]}"
+    snap = snapshot.parse(body)
+    assert snapshot.parse(snap.encode()).same_content(snap)

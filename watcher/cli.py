@@ -12,6 +12,7 @@ import asyncio
 import csv
 import gzip
 import os
+import re
 import signal
 import sys
 import time
@@ -19,13 +20,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from watcher import __version__, config, demo, escape, http, log, preflight, sdnotify, snapshot, yamldoc
+from watcher import __version__, config, demo, escape, http, log, preflight, sdnotify, snapshot
 from watcher.app import App, CycleResult, Extra, run_once
 from watcher.clock import iso
 from watcher.diff import diff
@@ -37,6 +38,7 @@ from watcher.notify.render import compose, describe, line, price, price_unit, sh
 from watcher.rules.match import route
 from watcher.store import DB_NAME, EventQuery, Pruned, Store
 from watcher.timeline import timeline
+from watcher.web.filters import FilterError, Filters
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -437,12 +439,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    since = None
-    if args.since:
-        seconds = yamldoc.parse_duration(args.since)
-        if seconds is None:
-            raise ConfigError(f"--since: expected an age such as 30m, 12h or 7d, got {args.since!r}")
-        since = iso(datetime.now(UTC) - timedelta(seconds=seconds))
+    try:  # the same ages as ?since= on the pages, with the same bounds
+        since = Filters.parse({"since": args.since or ""}, default_limit=0).event_query(
+            datetime.now(UTC)).since
+    except FilterError as exc:
+        raise ConfigError(f"--{exc}") from None
     with Store.open(settings.state_dir, readonly=True) as store:
         events = store.events(EventQuery(watch=args.watch, model_glob=args.model,
                                          type=args.type, since=since, limit=args.limit))
@@ -458,7 +459,9 @@ CSV_COLUMNS = ("detected_at", "watch", "type", "model", "name", "field", "old", 
 
 
 def _print_csv(events: Sequence[Event]) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    # Every cell quoted: a CR in catalogue text must not end a row (QUOTE_MINIMAL leaves
+    # a lone CR unquoted when the line ends in LF).
+    writer = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
     for event in events:
         # Catalogue text reaches a terminal too (`history --format csv | less`): no controls.
@@ -466,12 +469,23 @@ def _print_csv(events: Sequence[Event]) -> None:
                          for column in CSV_COLUMNS])
 
 
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"), unless it is a number.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+
+
 def _cell(value: Any) -> str:
+    """One CSV cell; text that a spreadsheet would take for a formula gets a leading ``'``.
+
+    A plain number stays as it is (``change_pct`` ``-60.0``, the variable price ``"-1"``):
+    it cannot be a formula, and a quote would turn it into text.
+    """
     if value is None:
         return ""
-    if isinstance(value, (dict, list)):
-        return orjson.dumps(value).decode()
-    return str(value)
+    text = orjson.dumps(value).decode() if isinstance(value, (dict, list)) else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def cmd_show(args: argparse.Namespace) -> int:

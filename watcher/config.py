@@ -28,6 +28,7 @@ LOCAL_CONFIG = "openrouter-watcher.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_INTERVAL_OPENROUTER = 60.0
 FORMATS = ("text", "markdown", "html", "json")
+MAX_SECRET_BYTES = 64 << 10  # an API key or a target URL; /dev/zero is not one
 
 
 @dataclass(frozen=True)
@@ -401,9 +402,13 @@ def _secret_path(value: yamldoc.Value, base: Path) -> Path:
 def _read_secret_file(value: yamldoc.Value, base: Path) -> str:
     path = _secret_path(value, base)
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = yamldoc.read_file(path, MAX_SECRET_BYTES).decode("utf-8").strip()
+    except yamldoc.UnreadableFileError as exc:
+        raise value.error(f"{path}: {exc}") from None
     except OSError as exc:
         raise value.error(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise value.error(f"{path}: not UTF-8 text") from None
     if not text:
         raise value.error(f"{path} is empty")
     return text
@@ -416,7 +421,11 @@ def _expand_rule_paths(value: yamldoc.Value, base: Path) -> list[Path]:
         matches = sorted(Path(p) for p in glob.glob(str(full)))  # noqa: PTH207 - absolute patterns
         if not matches:
             raise value.error(f"no rule file matches {pattern!r}")
+        for match in matches:
+            if not match.is_file():  # a device, a FIFO or a directory: never read
+                raise value.error(f"{pattern!r} matches {match}, which is not a regular file")
         return matches
     if not full.is_file():
-        raise value.error(f"rule file {full} not found")
+        what = "is not a regular file" if full.exists() else "not found"
+        raise value.error(f"rule file {full} {what}")
     return [full]

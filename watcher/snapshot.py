@@ -6,6 +6,10 @@ same content, which is what makes the common poll (nothing changed but the order
 little more than the parse.  Bytes are computed when first needed: the common poll
 serialises the models once, as arrays in id order (:attr:`Snapshot.chunks`); only a
 snapshot that differs from its baseline is serialised model by model, for the diff.
+
+A response is parsed only if it can also be serialised: orjson reads JSON nested up to 1,024
+deep but writes at most 254, so a model nested deeper is refused here, as a
+:class:`SnapshotError` that fails the check, not later as a crash of the cycle.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class Snapshot:
         """True when both hold byte-identical models (list order aside)."""
         if self.models.keys() != other.models.keys():
             return False
+        if "chunks" in self.__dict__:  # serialised already (every parsed response is)
+            return self.chunks == other.chunks
         # The same ids: serialise this side in the other's id order, a chunk at a time, and
         # compare with the other's chunks.  Each model is a whole JSON value, so the arrays
         # match exactly when every model's bytes do; the first difference ends the check.
@@ -87,7 +93,22 @@ def _trimmed(data: bytes) -> bytes:
 
 def parse(body: bytes) -> Snapshot:
     """Parse one response body; :class:`SnapshotError` says why it cannot be trusted."""
-    return from_items(data_of(body))
+    return _storable(from_items(data_of(body)))
+
+
+def _storable(snap: Snapshot) -> Snapshot:
+    """``snap``, serialised once (its chunks), or SnapshotError when it cannot be."""
+    try:
+        snap.chunks  # noqa: B018 - computed for what it raises, and kept
+    except orjson.JSONEncodeError as exc:
+        for model_id, item in snap.models.items():
+            try:
+                orjson.dumps(item)
+            except orjson.JSONEncodeError:
+                raise SnapshotError(f"model {model_id[:100]!r} cannot be stored: {exc} (JSON "
+                                    "nested more than 254 deep)") from None
+        raise SnapshotError(f"the models cannot be stored: {exc}") from None
+    return snap
 
 
 LARGE = 4 << 20  # response bytes from which the parse keeps the collector out (~3,000 models)
@@ -171,4 +192,4 @@ def parse_pages(pages: list[bytes]) -> Snapshot:
     items: list[Any] = []
     for page in pages:
         items.extend(data_of(page))
-    return from_items(items)
+    return _storable(from_items(items))

@@ -2,14 +2,16 @@
 
 Config and rule files are composed into YAML nodes (never constructed into Python objects
 by PyYAML, so no tag can build anything) and read through :class:`Value`, whose errors
-name the file, the line and the dotted key.  A size cap and a cap on nodes visited
-(aliases included) stop hostile files such as "billion laughs" early.
+name the file, the line and the dotted key.  A size cap, a cap on nodes visited (aliases
+included) and a cap on nesting depth stop hostile files such as "billion laughs" or 5,000
+nested lists early, with a :class:`ConfigError` rather than a MemoryError or RecursionError.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from watcher.errors import ConfigError
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
+MAX_DEPTH = 64  # the deepest config or rule file needs about 6; PyYAML's composer recurses
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -27,6 +30,25 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 _STR_TAG = "tag:yaml.org,2002:str"
 _ALLOWED_TAGS = frozenset({_NULL_TAG, _BOOL_TAG, _INT_TAG, _FLOAT_TAG, _STR_TAG,
                            "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with a bound on how deep the (recursive) composer may go."""
+
+    def __init__(self, stream: str, path: Path) -> None:
+        super().__init__(stream)
+        self._path = path
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                raise ConfigError(f"{self._path}:{line}: YAML nested more than {MAX_DEPTH} deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @dataclass
@@ -177,28 +199,58 @@ class Value:
         return kinds.get(self.node.tag, self.node.tag)
 
 
+class UnreadableFileError(ValueError):
+    """A file the config names is not a small regular file; the message says which."""
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, if at most ``limit``.
+
+    A device (``/dev/zero``, ``/dev/stdin``), a FIFO or a directory is refused before a byte
+    is read (opened non-blocking, so a FIFO cannot hang the open), and no more than
+    ``limit + 1`` bytes are ever read, whatever the size claims.  UnreadableFileError for
+    those; OSError when the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFileError("not a regular file")
+        if info.st_size > limit:
+            raise UnreadableFileError(f"file is too large ({info.st_size} bytes, limit {limit})")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UnreadableFileError(f"file is too large (limit {limit} bytes)")
+    return data
+
+
 def load(path: Path, text: str | None = None) -> Value:
     """Compose one YAML document from ``path`` (or ``text``) into a :class:`Value`."""
     if text is None:
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise ConfigError(f"{path}: file is too large ({size} bytes, limit {MAX_FILE_BYTES})")
-            text = path.read_text(encoding="utf-8")
+            text = read_file(path, MAX_FILE_BYTES).decode("utf-8")
+        except UnreadableFileError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except FileNotFoundError:
             raise ConfigError(f"{path}: file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from None
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"{path}: file is too large (limit {MAX_FILE_BYTES} bytes)")
+    loader = _Loader(text, path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{line}: invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if node is None:
         raise ConfigError(f"{path}: the file is empty")
     return Value(path, node, "")

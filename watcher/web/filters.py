@@ -17,6 +17,7 @@ from watcher.yamldoc import parse_duration
 
 MAX_LIMIT = 10_000
 MAX_TEXT = 200  # a model glob or watch name longer than this is no filter a person typed
+MAX_AGE_DAYS = 36_500  # since=: a century; more cannot be subtracted from now (year 1)
 
 
 class FilterError(ValueError):
@@ -39,18 +40,24 @@ class Filters:
             raise FilterError(f"type: unknown event type {kind!r}; one of "
                               f"{', '.join(sorted(EVENT_TYPES))}")
         model, watch = query.get("model", "").strip(), query.get("watch", "").strip()
-        for name, value in (("model", model), ("watch", watch)):
+        since = query.get("since", "").strip()
+        for name, value in (("model", model), ("watch", watch), ("since", since)):
             if len(value) > MAX_TEXT:
                 raise FilterError(f"{name}: longer than {MAX_TEXT} characters")
-        since = query.get("since", "").strip()
-        if since and parse_duration(since) is None:
-            raise FilterError(f"since: expected an age such as 30m, 12h or 7d, got {since!r}")
+        if since:
+            seconds = parse_duration(since)
+            if seconds is None:
+                raise FilterError(f"since: expected an age such as 30m, 12h or 7d, got {since!r}")
+            if seconds > MAX_AGE_DAYS * 86400:
+                raise FilterError(f"since: at most {MAX_AGE_DAYS}d, got {since!r}")
         raw_limit = query.get("limit", "").strip()
         limit = default_limit
         if raw_limit:
-            if not raw_limit.isdigit() or not 0 < int(raw_limit) <= MAX_LIMIT:
+            # ASCII digits, and few: int() of thousands of digits raises, and "٣" is a digit.
+            if (not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 9
+                    or not 0 < int(raw_limit) <= MAX_LIMIT):
                 raise FilterError(f"limit: expected a whole number from 1 to {MAX_LIMIT}, "
-                                  f"got {raw_limit!r}")
+                                  f"got {raw_limit[:20]!r}")
             limit = int(raw_limit)
         return cls(type=kind, model=model, watch=watch, since=since, limit=limit)
 
