@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from watcher import escape
 from watcher.events import EVENT_TYPES, Event
+from watcher.links import model_path
 from watcher.notify.render import describe, price, price_unit, time_text
 from watcher.web import chart
 from watcher.web.filters import MAX_LIMIT, Filters
@@ -37,11 +38,6 @@ def _plain(value: Any) -> Any:
     """Catalogue text without control characters (a bidi override would reorder the page)."""
     return escape.plain(value) if isinstance(value, str) and not isinstance(value, Markup) \
         else value
-
-
-def model_path(prefix: str, model: str) -> str:
-    """``/models/mistralai/devstral-2512:free``: ids keep their ``/`` and ``:``."""
-    return f"{prefix}/models/{quote(model, safe='/:@')}"
 
 
 def _trend(event: Event) -> str:
@@ -92,7 +88,7 @@ def model_page(*, model: str, stories: Sequence[Mapping[str, Any]], unavailable_
     return _environment().get_template("model.html").render(
         prefix=prefix, model=model, name=name, unavailable_in=list(unavailable_in),
         stories=[_story(s, today) for s in stories],
-        json_url=f"{prefix}/api/models/{quote(model, safe='/:@')}",
+        json_url=model_path(f"{prefix}/api", model),
         feed_url=f"{prefix}/feed.atom?{query}")
 
 

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from watcher.config import Settings
+from watcher.links import model_path
 from watcher.store import Store
 from watcher.timeline import timeline
 from watcher.web import atom, pages
@@ -128,20 +129,39 @@ async def feed(request: web.Request) -> web.Response:
         return _error(400, str(exc))
     now = state.clock()
     rows = state.store.event_rows(filters.event_query(now))
-    origin = f"{request.scheme}://{request.host}"
+    base = _base_url(request, state)
     query = filters.query_string(limit=False)
     suffix = f"?{query}" if query else ""
     described = filters.describe()
     info = atom.FeedInfo(
         id=atom.feed_id(state.instance, query),
         title="OpenRouter changes" + (f": {described}" if described else ""),
-        self_url=f"{origin}{state.prefix}/feed.atom{_query(filters, FEED_LIMIT)}",
-        page_url=f"{origin}{state.prefix}/{suffix}",
+        self_url=f"{base}/feed.atom{_query(filters, FEED_LIMIT)}",
+        page_url=f"{base}/{suffix}",
         updated=rows[-1][1]["detected_at"] if rows else now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    entries = [(atom.entry_id(state.instance, row), origin + pages.model_path(state.prefix,
-                event["model"]), event) for row, event in reversed(rows)]
+    entries = [(atom.entry_id(state.instance, row), model_path(base, event["model"]), event)
+               for row, event in reversed(rows)]
     body = atom.render(info, entries, today=now.date())
     return _cached(request, body, "application/atom+xml")
+
+
+def _base_url(request: web.Request, state: WebState) -> str:
+    """Where the feed's links point: ``http.public_url`` when it is set, else the address
+    this connection reached, with the prefix.
+
+    Never the ``Host`` header: the client writes it, and a feed whose links go wherever a
+    request said is a feed a proxy cache can poison.
+    """
+    http = state.settings().http
+    if http is not None and http.public_url:
+        return http.public_url
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host, port = str(sockname[0]), int(sockname[1])
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    else:  # not a TCP socket (a test transport): the configured address
+        where = http.url.removeprefix("http://") if http is not None else "localhost"
+    return f"http://{where}{state.prefix}"
 
 
 async def api_events(request: web.Request) -> web.Response:
