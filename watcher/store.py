@@ -6,6 +6,18 @@ cycle learns is written in one transaction, so a crash leaves either all of it o
 
 A database that cannot be opened or fails its integrity check raises
 :class:`StateError`: it is never treated as empty, which would report every model as new.
+
+How a new database is told from a damaged one: a state directory without the file is new.
+The file is then built whole under a temporary name (schema, version and instance id),
+synced and renamed into place, so this program never leaves a half-made database where
+state belongs.  A file that is there but empty (0 bytes: truncated, or left by a SQLite
+that crashed before writing its header) is therefore an error like any other unreadable
+database, not a fresh start that would forget the baseline and the pending alerts.
+
+A writer locks the state *directory* (``flock`` on its file descriptor), not a file in it:
+a lock file can be deleted from under a running daemon, and a second writer would then
+take a lock of its own and send from the same outbox.  The directory cannot be replaced
+while the daemon holds it open.
 """
 
 from __future__ import annotations
@@ -30,7 +42,6 @@ from watcher.errors import StateError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
-LOCK_NAME = "openrouter-watcher.lock"
 SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -209,6 +220,7 @@ class Store:
         if readonly:
             if not path.is_file():
                 raise StateError(f"{path}: no state yet: `once` or `run` records it")
+            _refuse_empty(path)
             reader = cls.open_reader(path)
             (version,) = reader._read("PRAGMA user_version")[0]  # noqa: SLF001 - its own class
             if version != SCHEMA_VERSION:
@@ -226,6 +238,9 @@ class Store:
             raise StateError(f"cannot create state directory {state_dir}: {exc.strerror}") from None
         lock = _lock(state_dir)
         try:
+            if not path.exists():
+                _create(path, lock)
+            _refuse_empty(path)
             conn = sqlite3.connect(path, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -239,11 +254,10 @@ class Store:
                                  f"(schema {version}, this one knows {SCHEMA_VERSION})")
             if version < SCHEMA_VERSION:
                 _upgrade(conn, version, path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             os.close(lock)
-            raise StateError(f"{path}: cannot use the state database: {exc}. It is not "
-                             "treated as empty; move it aside to start afresh (every watch "
-                             "then records a new baseline).") from None
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            raise StateError(f"{path}: cannot use the state database: {reason}. {_ASIDE}") from None
         except StateError:
             os.close(lock)
             raise
@@ -752,13 +766,16 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
         raise
 
 
+_ASIDE = ("It is not treated as empty; move it aside to start afresh (every watch then "
+          "records a new baseline).")
+
+
 def _lock(state_dir: Path) -> int:
-    """An exclusive, non-blocking lock on ``state_dir`` (released when the fd closes)."""
-    path = state_dir / LOCK_NAME
+    """An exclusive, non-blocking lock on ``state_dir`` itself (released when the fd closes)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise StateError(f"cannot open {path}: {exc.strerror}") from None
+        raise StateError(f"cannot open state directory {state_dir}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -777,6 +794,41 @@ def _all_in(ids: str | None, gone: set[int]) -> bool:
 def _batches(ids: list[int]) -> Iterator[list[int]]:
     for k in range(0, len(ids), PRUNE_BATCH):
         yield ids[k:k + PRUNE_BATCH]
+
+
+def _create(path: Path, directory: int) -> None:
+    """A new, complete database at ``path``: built aside, synced, then renamed into place.
+
+    ``directory`` is the state directory's fd, synced so that the rename is durable.  A
+    ``.new`` file left by a crash here is only ever a draft, and is built again.
+    """
+    draft = path.with_name(path.name + ".new")
+    for leftover in (draft, draft.with_name(draft.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    conn = sqlite3.connect(draft, isolation_level=None)
+    try:
+        _upgrade(conn, 0, draft)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", (str(uuid.uuid4()),))
+    finally:
+        conn.close()
+    fd = os.open(draft, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    draft.rename(path)
+    os.fsync(directory)
+
+
+def _refuse_empty(path: Path) -> None:
+    """StateError for a database file of 0 bytes (see the module docstring)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise StateError(f"{path}: cannot use the state database: {exc.strerror}") from None
+    if size == 0:
+        raise StateError(f"{path}: the file is empty (0 bytes), and a state database this "
+                         f"program made never is (truncated?). {_ASIDE}")
 
 
 def _insert_check(tx: sqlite3.Connection, watch: str, at: str, outcome: str, events: int,
