@@ -114,6 +114,8 @@ class Http:
     host: str
     port: int
     public_url: str | None = None   # where people reach the pages (links in messages, feed)
+    max_connections: int = 100      # open at once; lowered to leave fds for the polls
+    header_timeout: float = 10.0    # a request head must arrive within this (and idle keep-alive)
 
     @property
     def url(self) -> str:
@@ -241,7 +243,8 @@ def _retention(value: yamldoc.Value) -> Retention:
 
 
 def _http(value: yamldoc.Value) -> Http:
-    keys = value.mapping(allowed={"listen", "public_url"}, required={"listen"})
+    keys = value.mapping(allowed={"listen", "public_url", "max_connections", "header_timeout"},
+                         required={"listen"})
     listen = keys["listen"].string(expand_env=True)
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
@@ -249,7 +252,12 @@ def _http(value: yamldoc.Value) -> Http:
         raise keys["listen"].error(f"expected HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, "
                                    f"got {listen!r}")
     public_url = _public_url(keys["public_url"]) if "public_url" in keys else None
-    return Http(host=host, port=int(port), public_url=public_url)
+    limits: dict[str, Any] = {}
+    if "max_connections" in keys:
+        limits["max_connections"] = keys["max_connections"].integer(minimum=1)
+    if "header_timeout" in keys:
+        limits["header_timeout"] = yamldoc.duration(keys["header_timeout"], minimum=0.1)
+    return Http(host=host, port=int(port), public_url=public_url, **limits)
 
 
 def _public_url(value: yamldoc.Value) -> str:
