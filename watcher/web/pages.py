@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from watcher import escape
 from watcher.events import EVENT_TYPES, Event
-from watcher.links import model_path
+from watcher.links import model_id_path, model_path
 from watcher.notify.render import describe, price, price_unit, time_text
 from watcher.web import chart
 from watcher.web.filters import MAX_LIMIT, Filters
@@ -88,7 +88,7 @@ def model_page(*, model: str, stories: Sequence[Mapping[str, Any]], unavailable_
     return _environment().get_template("model.html").render(
         prefix=prefix, model=model, name=name, unavailable_in=list(unavailable_in),
         stories=[_story(s, today) for s in stories],
-        json_url=model_path(f"{prefix}/api", model),
+        json_url=f"{prefix}/api/models/{model_id_path(model)}",
         feed_url=f"{prefix}/feed.atom?{query}")
 
 
