@@ -106,16 +106,14 @@ def with_current_key(watch: Watch) -> Watch:
 
 
 async def fetch_page(session: aiohttp.ClientSession, watch: Watch, url: str, *,
-                     policy: RetryPolicy, sleep: Sleep, limit: int | None = None,
-                     pages: int = 0) -> bytes:
+                     policy: RetryPolicy, sleep: Sleep, limit: int, pages: int) -> bytes:
     """One page of at most ``limit`` bytes (what the cap leaves after ``pages`` pages),
     retried per the outcome table."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            return await _get(session, watch, url,
-                              limit=watch.max_body_bytes if limit is None else limit, pages=pages)
+            return await _get(session, watch, url, limit=limit, pages=pages)
         except FetchError as exc:
             if not exc.retryable or attempt >= policy.attempts:
                 if attempt > 1:
