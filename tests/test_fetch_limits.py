@@ -81,13 +81,16 @@ def http_date(delta: timedelta) -> str:
     ("0", (0.0, 0.0)),
     ("3600", (5.0, 5.0)),                       # clamped to max_retry_after
     ("9" * 5000, (5.0, 5.0)),                   # huge: clamped, no ValueError
-    (http_date(timedelta(days=-3)), (0.0, 0.0)),  # in the past: at once
-    (http_date(timedelta(days=30)), (5.0, 5.0)),  # far ahead: clamped
-    (http_date(timedelta(seconds=3)), (1.0, 3.0)),
+    (timedelta(days=-3), (0.0, 0.0)),           # an HTTP-date in the past: at once
+    (timedelta(days=30), (5.0, 5.0)),           # far ahead: clamped
+    (timedelta(seconds=4), (1.0, 4.0)),         # soon: until then
 ])
 async def test_retry_after_values_are_read_and_clamped(
-        fake_openrouter: FakeOpenRouter, header: str, expected: tuple[float, float]) -> None:
-    fake_openrouter.set_script([Reply(status=503, headers={"Retry-After": header}), 3])
+        fake_openrouter: FakeOpenRouter, header: str | timedelta,
+        expected: tuple[float, float]) -> None:
+    # Dates are made here, not at collection: the suite may run long after that.
+    value = http_date(header) if isinstance(header, timedelta) else header
+    fake_openrouter.set_script([Reply(status=503, headers={"Retry-After": value}), 3])
     sleeps: list[float] = []
     watch = watch_of(fake_openrouter, retry=RetryPolicy(attempts=2, backoff=0.01,
                                                          max_retry_after=5))

@@ -175,6 +175,7 @@ class Listener:
     async def cleanup(self) -> None:
         self.server.close()
         await self.runner.cleanup()  # closes the connections that are still open
+        await self.server.wait_closed()
 
 
 async def start(app: App, listen: Http) -> Listener:

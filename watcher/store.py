@@ -778,11 +778,14 @@ def _lock(state_dir: Path) -> int:
         raise StateError(f"cannot open state directory {state_dir}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise StateError(f"{state_dir} is in use by another openrouter-watcher (a running "
                          "daemon?): `run` and `once` need it to themselves; `status`, "
                          "`history`, `show` and `once --dry-run` work beside it") from None
+    except OSError as exc:  # a file system without flock on directories
+        os.close(fd)
+        raise StateError(f"cannot lock state directory {state_dir}: {exc.strerror}") from None
     return fd
 
 
