@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -154,3 +155,18 @@ watches:
         assert set(checks("bad")) == {"failed"}
         (error,) = {r[0] for r in store._read("SELECT error FROM checks WHERE watch = 'bad'")}
         assert "HTTP 503 (after 4 attempts)" in error
+
+
+async def test_an_api_key_file_replaced_by_a_device_fails_the_poll_clearly(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    """The key file is read again before every poll: a FIFO or a device put in its place
+    later fails that poll with a reason, and neither hangs it nor fills the memory."""
+    fifo = tmp_path / "key"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        watch = watch_of(fake_openrouter, api_key="sk-or-v1-OLDKEY0001", api_key_file=path)
+        with pytest.raises(FetchError, match=f"cannot read api_key_file {path}: not a regular "
+                                             "file") as caught:
+            await asyncio.wait_for(fetch_with(watch), 10)
+        assert not caught.value.retryable
+    assert fake_openrouter.served == 0

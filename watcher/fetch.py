@@ -40,8 +40,8 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import orjson
 
-from watcher import __version__, log
-from watcher.config import RetryPolicy, Watch
+from watcher import __version__, log, yamldoc
+from watcher.config import MAX_SECRET_BYTES, RetryPolicy, Watch
 from watcher.errors import AuthError, FetchError
 
 USER_AGENT = f"openrouter-watcher/{__version__} (+https://github.com/openrouter-watcher)"
@@ -93,10 +93,16 @@ def with_current_key(watch: Watch) -> Watch:
     and is a secret the logs mask from its first use."""
     if watch.api_key_file is None:
         return watch
-    try:
-        key = watch.api_key_file.read_text(encoding="utf-8").strip()
+    try:  # as at load: a small regular file, so /dev/zero or a FIFO cannot wedge the poll
+        key = yamldoc.read_file(watch.api_key_file, MAX_SECRET_BYTES).decode("utf-8").strip()
+    except yamldoc.UnreadableFileError as exc:
+        raise FetchError(f"cannot read api_key_file {watch.api_key_file}: {exc}",
+                         retryable=False) from None
     except OSError as exc:
         raise FetchError(f"cannot read api_key_file {watch.api_key_file}: {exc.strerror}",
+                         retryable=False) from None
+    except UnicodeDecodeError:
+        raise FetchError(f"cannot read api_key_file {watch.api_key_file}: not UTF-8 text",
                          retryable=False) from None
     if not key:
         raise FetchError(f"api_key_file {watch.api_key_file} is empty", retryable=False)
