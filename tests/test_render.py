@@ -101,7 +101,8 @@ def test_lines_link_to_openrouter_or_to_this_daemon_and_say_when() -> None:
     # An id cannot make a link that resolves elsewhere.
     evil = compose(Target("c", "console://"), [_event("model_added", model="x/../../api/y")],
                    key="k", public_url="https://w.example").body
-    assert "https://w.example/models/x/%2E%2E/%2E%2E/api/y" in evil
+    # (browsers resolve "%2E%2E" segments as "..": the slashes are encoded instead)
+    assert "https://w.example/models/x%2F..%2F..%2Fapi%2Fy" in evil
 
 
 def test_user_templates_escape_catalogue_text_for_the_target() -> None:

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import orjson
 
 from watcher import escape
 from watcher.diff import as_decimal
 from watcher.events import Event
+from watcher.links import model_id_path, model_path
 from watcher.notify.templates import TemplateRefused
 
 if TYPE_CHECKING:  # config imports the templates of this package: avoid the cycle at runtime
@@ -209,17 +209,17 @@ OPENROUTER = "https://openrouter.ai"
 
 
 def model_url(model: Any, public_url: str | None = None) -> str | None:
-    """Where a person sees ``model``; None for an id no real model has (too long, empty).
+    """Where a person sees ``model``; None for an id no real model has (too long, empty,
+    only dots).
 
-    Every path segment is percent-encoded and ``.``/``..`` segments are encoded too, so an
-    id can never make a link that resolves elsewhere.
+    The path is :func:`watcher.links.model_id_path`, the one encoding of every link to a
+    model: no id can make a link that resolves elsewhere (``x/../../api/y``).
     """
     if not isinstance(model, str) or not model or len(model) > MAX_ID:
         return None
-    segments = [quote(part, safe=":") for part in model.split("/")]
-    segments = [s.replace(".", "%2E") if s in (".", "..") else s for s in segments]
-    base = f"{public_url.rstrip('/')}/models" if public_url else OPENROUTER
-    return f"{base}/{'/'.join(segments)}"
+    if public_url:
+        return model_path(public_url, model)
+    return None if model in (".", "..") else f"{OPENROUTER}/{model_id_path(model)}"
 
 
 # Digest: every alert of one cycle for one target becomes one message.
