@@ -9,6 +9,7 @@ nested lists early, with a :class:`ConfigError` rather than a MemoryError or Rec
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -174,6 +175,8 @@ class Value:
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag not in (_INT_TAG, _FLOAT_TAG):
             raise self.error(f"expected a number, got {self.kind()}")
         value = float(yaml.safe_load(self.node.value))
+        if not math.isfinite(value):  # .inf and .nan are YAML floats; no setting means them
+            raise self.error(f"expected a finite number, got {self.node.value}")
         if minimum is not None and value < minimum:
             raise self.error(f"must be at least {minimum:g}, got {value:g}")
         return value
@@ -284,6 +287,8 @@ def duration(value: Value, *, minimum: float = 0.0) -> float:
         if parsed is None:
             raise value.error(f"expected a duration such as 30s, 10m, 1h or 7d, got {value.node.value!r}")
         seconds = parsed
+    if not math.isfinite(seconds):  # "9999...9d": more digits than a float holds
+        raise value.error(f"duration is too large: {value.node.value[:40]!r}")
     if seconds < minimum:
         raise value.error(f"must be at least {minimum:g}s")
     return seconds
