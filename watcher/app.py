@@ -65,8 +65,8 @@ class App:
     """The daemon's state shared by every watch task."""
 
     def __init__(self, settings: Settings, store: Store, session: aiohttp.ClientSession, *,
-                 clock: Clock = utcnow, retry: RetryPolicy | None = None,
-                 senders: Mapping[str, Sender] | None = None,
+                 clock: Clock = utcnow, monotonic: Callable[[], float] | None = None,
+                 retry: RetryPolicy | None = None, senders: Mapping[str, Sender] | None = None,
                  console: TextIO | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -79,9 +79,14 @@ class App:
         if senders is None:
             senders = build_senders(settings, self._executor, console=console)
         self.metrics = Metrics()
-        self.deliverer = Deliverer(settings, store, senders, clock=lambda: self.clock().timestamp(),
-                                   metrics=self.metrics)
-        self.operator = OperatorNotices(settings, senders, clock=lambda: self.clock().timestamp())
+        wall = lambda: self.clock().timestamp()  # noqa: E731 - shared by the two below
+        if monotonic is None:
+            # Waits run on the monotonic clock; a test that sets its own wall clock drives
+            # the waits with it too, unless it gives a monotonic clock of its own.
+            monotonic = time.monotonic if clock is utcnow else wall
+        self.operator = OperatorNotices(settings, senders, clock=wall, monotonic=monotonic)
+        self.deliverer = Deliverer(settings, store, senders, clock=wall, monotonic=monotonic,
+                                   metrics=self.metrics, operator=self.operator)
         self._baselines: dict[str, snapshot.Snapshot | None] = {}
         self._failing: dict[str, str] = {}
         self.fatal: StateError | None = None

@@ -3,7 +3,9 @@ daemon's own loop.
 
 Off unless the config has ``http: {listen: HOST:PORT}``.  ``/healthz`` answers 200 with a
 small JSON body while every watch had a successful cycle within 3 intervals and the
-delivery loop runs, else 503 with the reasons (``App.problems``).  ``/metrics`` is the
+delivery loop runs, else 503 with the reasons (``App.problems``).  Failing, stopped or
+dead-lettering targets are listed under ``warnings`` (status ``degraded``) and keep it 200:
+it is a liveness check.  ``/metrics`` is the
 Prometheus text format of the app's own registry.  Neither shows a secret: reasons pass
 through the log redactor, and no URL or key is part of either answer.  The change page, the
 model pages, the Atom feed and the JSON API come from :mod:`watcher.web`.
@@ -225,16 +227,37 @@ async def serve(server: web.Application, guard: ConnectionGuard, host: str, port
 async def healthz(request: web.Request) -> web.Response:
     app = request.app[APP_KEY]
     problems = [log.redactor.text(p) for p in app.problems()]
-    body = {"status": "unhealthy" if problems else "ok", "problems": problems,
+    warnings = [log.redactor.text(w) for w in delivery_warnings(app)]
+    status = "unhealthy" if problems else "degraded" if warnings else "ok"
+    body = {"status": status, "problems": problems, "warnings": warnings,
             "version": __version__, "time": time.time(), "watches": app.status.snapshot()}
     return web.Response(status=503 if problems else 200, body=orjson.dumps(body),
                         content_type="application/json")
 
 
+def delivery_warnings(app: App) -> list[str]:
+    """Targets that fail, are stopped or have dead letters waiting.
+
+    ``/healthz`` lists them but still answers 200: it is a liveness check, and restarting
+    the daemon mends no Slack outage (nor a full disk: see :mod:`watcher.notify.deliver`).
+    """
+    warnings = app.deliverer.warnings()
+    try:
+        outbox = app.store.outbox_status()
+    except WatcherError as exc:
+        return [*warnings, f"the outbox cannot be read: {exc}"]
+    return warnings + [f"target {name}: {entry['dead']} dead letter(s) wait; "
+                       f"`openrouter-watcher resend {name}` sends them again"
+                       for name, entry in sorted(outbox.items()) if entry["dead"]]
+
+
 async def metrics(request: web.Request) -> web.Response:
     app = request.app[APP_KEY]
+    app.metrics.targets(app.settings.targets, failing=app.deliverer.failing())
     try:
-        app.metrics.notifications_pending(app.pending())
+        outbox = app.store.outbox_status()
+        app.metrics.notifications_pending({t: int(e["pending"]) for t, e in outbox.items()})
+        app.metrics.notifications_dead({t: int(e["dead"]) for t, e in outbox.items()})
     except Exception as exc:  # the rest of the metrics are still worth a scrape
         log.get().warning("http.pending_unreadable", reason=log.redactor.text(str(exc)))
     body, content_type = app.metrics.render()

@@ -62,6 +62,16 @@ class Metrics:
         self._pending = Gauge(f"{PREFIX}_notifications_pending",
                               "Alerts in the outbox not yet sent (settling or retrying).",
                               ["target"], registry=r)
+        self._dead_waiting = Gauge(f"{PREFIX}_notifications_dead",
+                                   "Dead letters in the outbox, waiting for `resend`.",
+                                   ["target"], registry=r)
+        self._target_failing = Gauge(f"{PREFIX}_target_failing",
+                                     "1 while the target's last send failed.", ["target"],
+                                     registry=r)
+        self._target_stopped = Gauge(f"{PREFIX}_target_stopped",
+                                     "1 while nothing is sent to the target because the state "
+                                     "database cannot record its messages.", ["target"],
+                                     registry=r)
 
     # Poll cycles -------------------------------------------------------------------
 
@@ -105,6 +115,22 @@ class Metrics:
         self._pending.clear()
         for target, count in pending.items():
             self._pending.labels(target).set(count)
+
+    def notifications_dead(self, dead: dict[str, int]) -> None:
+        """Set the dead-letter gauge of every target at once (targets not named: 0)."""
+        self._dead_waiting.clear()
+        for target, count in dead.items():
+            self._dead_waiting.labels(target).set(count)
+
+    def targets(self, names: Iterable[str], *, failing: Iterable[str]) -> None:
+        """Set the failing gauge of every configured target (1 failing, else 0)."""
+        bad = set(failing)
+        self._target_failing.clear()
+        for name in names:
+            self._target_failing.labels(name).set(1 if name in bad else 0)
+
+    def target_stopped(self, target: str, *, stopped: bool) -> None:
+        self._target_stopped.labels(target).set(1 if stopped else 0)
 
     # Exposition --------------------------------------------------------------------
 

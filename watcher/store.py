@@ -189,6 +189,24 @@ class Pruned:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """When a pending outbox row falls due, as stored (wall-clock Unix times)."""
+
+    id: int
+    target: str
+    created_at: float
+    due_at: float
+    settle_until: float | None
+    attempts: int
+
+
+def empty_target_status() -> dict[str, Any]:
+    """A target's :meth:`Store.outbox_status` entry before anything was queued for it."""
+    return {"sent": 0, "pending": 0, "dead": 0, "cancelled": 0, "dropped": 0,
+            "failing_since": None, "last_error": None, "last_dead_at": None}
+
+
+@dataclass(frozen=True)
 class EventQuery:
     """Filters for :meth:`Store.events`; None means any."""
 
@@ -467,39 +485,43 @@ class Store:
 
     # The outbox.
 
-    def due_targets(self, now: float) -> set[str]:
-        """Targets with pending rows whose time has come."""
-        return {r[0] for r in self._read(
-            "SELECT DISTINCT target FROM outbox WHERE state = 'pending' AND due_at <= ?", (now,))}
+    def pending(self) -> list[Pending]:
+        """The schedule of every pending row; the deliverer decides which are due."""
+        return [Pending(*row) for row in self._read(
+            "SELECT id, target, created_at, due_at, settle_until, attempts FROM outbox "
+            "WHERE state = 'pending' ORDER BY id")]
 
-    def due_groups(self, now: float, target: str) -> list[Group]:
-        """Pending rows of ``target`` whose time has come, as one group per message."""
-        rows = self._read(
-            "SELECT o.id, o.check_id, o.target, o.grp, o.rule, o.created_at, o.attempts, e.body "
-            "FROM outbox o JOIN events e ON e.id = o.event_id "
-            "WHERE o.state = 'pending' AND o.due_at <= ? AND o.target = ? ORDER BY o.id",
-            (now, target))
-        groups: dict[tuple[str, int, str], list[Any]] = {}
-        for row in rows:
-            groups.setdefault((row[2], row[1], row[3]), []).append(row)
-        return [
+    def groups(self, rows: Sequence[int]) -> tuple[list[Group], list[tuple[int, str]]]:
+        """The pending ``rows`` as one group per message, and the rows whose stored event
+        cannot be read, each with the reason (they can never be sent)."""
+        found: list[Any] = []
+        for start in range(0, len(rows), 500):  # SQLite's limit on bound parameters
+            chunk = list(rows[start:start + 500])
+            marks = ",".join("?" * len(chunk))  # only "?" placeholders are formatted in
+            found += self._read(
+                "SELECT o.id, o.check_id, o.target, o.grp, o.rule, o.created_at, o.attempts, "  # noqa: S608
+                "e.body FROM outbox o JOIN events e ON e.id = o.event_id "
+                f"WHERE o.state = 'pending' AND o.id IN ({marks})", chunk)
+        members: dict[tuple[str, int, str], list[tuple[Any, Event]]] = {}
+        broken: list[tuple[int, str]] = []
+        for row in sorted(found):
+            try:
+                event = orjson.loads(row[7])
+            except orjson.JSONDecodeError as exc:
+                broken.append((row[0], f"the stored event is not valid JSON: {exc}"))
+                continue
+            if not isinstance(event, dict):
+                broken.append((row[0], "the stored event is not a JSON object"))
+                continue
+            members.setdefault((row[2], row[1], row[3]), []).append((row, event))
+        groups = [
             Group(target=target, group=grp, check_id=check_id,
-                  rows=tuple(r[0] for r in members),
-                  events=tuple(orjson.loads(r[7]) for r in members),
-                  rules=tuple(dict.fromkeys(r[4] for r in members)),
-                  created_at=min(r[5] for r in members),
-                  attempts=max(r[6] for r in members))
-            for (target, check_id, grp), members in groups.items()
+                  rows=tuple(r[0] for r, _ in items), events=tuple(e for _, e in items),
+                  rules=tuple(dict.fromkeys(r[4] for r, _ in items)),
+                  created_at=min(r[5] for r, _ in items), attempts=max(r[6] for r, _ in items))
+            for (target, check_id, grp), items in members.items()
         ]
-
-    def next_due(self, exclude: Iterable[str] = ()) -> float | None:
-        """When the next pending row falls due, leaving out the ``exclude`` targets."""
-        skip = sorted(exclude)
-        marks = ",".join("?" * len(skip))
-        ((due,),) = self._read(  # only "?" placeholders are formatted in
-            "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'"  # noqa: S608
-            + (f" AND target NOT IN ({marks})" if skip else ""), skip)
-        return None if due is None else float(due)
+        return groups, broken
 
     def mark_sent(self, rows: Sequence[int], now: float) -> None:
         with self.transaction() as tx:
@@ -520,21 +542,54 @@ class Store:
                 "last_error = ?, first_failed_at = COALESCE(first_failed_at, ?) "
                 "WHERE id = ? AND state = 'pending'", [(now, error, now, r) for r in rows])
 
+    def requeue_dead(self, now: float, *, targets: Iterable[str], since: float | None = None,
+                     drop: bool = False) -> dict[str, int]:
+        """Dead letters of ``targets`` (queued at or after ``since``) back to pending, due
+        now; or, with ``drop``, given up on for good.  Per target, how many.
+
+        A requeued row keeps its id, so its message keeps its idempotency key: a receiver
+        that did take it once while answering an error can tell the repeat.  It also keeps
+        its ``created_at``: past ``delivery.max_age`` already, one more failure dead-letters
+        it again.
+        """
+        names = sorted(set(targets))
+        if not names:
+            return {}
+        where = (f"state = 'dead' AND target IN ({','.join('?' * len(names))})"
+                 + (" AND created_at >= ?" if since is not None else ""))
+        args: list[Any] = [*names, *([since] if since is not None else [])]
+        with self.transaction() as tx:
+            counts = dict(tx.execute(
+                f"SELECT target, COUNT(*) FROM outbox WHERE {where} GROUP BY target",  # noqa: S608
+                args))
+            if drop:
+                tx.execute(f"UPDATE outbox SET state = 'dropped', done_at = ? WHERE {where}",  # noqa: S608
+                           [now, *args])
+            else:
+                tx.execute("UPDATE outbox SET state = 'pending', due_at = ?, done_at = NULL, "  # noqa: S608
+                           f"first_failed_at = NULL WHERE {where}", [now, *args])
+        return counts
+
     def outbox_status(self) -> dict[str, dict[str, Any]]:
-        """Per target: sent, pending, dead, cancelled counts, failing since, last error."""
+        """Per target: sent, pending, dead, cancelled and dropped counts; failing since (the
+        oldest first failure of a pending row); the last error of its own newest failed
+        row, pending or dead; when it last dead-lettered."""
         out: dict[str, dict[str, Any]] = {}
-        for target, state, count in self._conn.execute(
+        for target, state, count in self._read(
                 "SELECT target, state, COUNT(*) FROM outbox GROUP BY target, state"):
-            entry = out.setdefault(target, {"sent": 0, "pending": 0, "dead": 0, "cancelled": 0,
-                                            "failing_since": None, "last_error": None})
+            entry = out.setdefault(target, empty_target_status())
             entry[state] = count
-        for target, since, error in self._conn.execute(
-                "SELECT target, MIN(first_failed_at), "
-                "(SELECT last_error FROM outbox i WHERE i.target = o.target AND i.state = 'pending' "
-                " AND i.last_error IS NOT NULL ORDER BY i.id DESC LIMIT 1) "
-                "FROM outbox o WHERE state = 'pending' AND first_failed_at IS NOT NULL "
+        for target, since in self._read(
+                "SELECT target, MIN(first_failed_at) FROM outbox WHERE state = 'pending' "
                 "GROUP BY target"):
             out[target]["failing_since"] = since
+        for target, dead_at in self._read(
+                "SELECT target, MAX(done_at) FROM outbox WHERE state = 'dead' GROUP BY target"):
+            out[target]["last_dead_at"] = dead_at
+        for target, error in self._read(
+                "SELECT o.target, o.last_error FROM outbox o WHERE o.id IN (SELECT MAX(id) "
+                "FROM outbox WHERE state IN ('pending', 'dead') AND last_error IS NOT NULL "
+                "GROUP BY target)"):
             out[target]["last_error"] = error
         return out
 

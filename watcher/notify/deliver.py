@@ -4,17 +4,51 @@ Every target drains in its own task, so a dead or slow target neither blocks nor
 duplicates the others.  A row is marked sent only after its target accepted the message;
 a crash in between resends that one message on restart (with the same idempotency key).
 Apprise is synchronous: it runs in worker threads, never on the event loop.
+
+What happens to one message (the rows of one check, target and group):
+
+=========================================  ==============================  ======================
+what happened                              its rows                        its target
+=========================================  ==============================  ======================
+the target accepted it                     sent                            goes on
+the send failed, younger than max_age      retried with backoff + jitter   logged once failing
+the send failed, max_age old               dead, with the reason           operator notice to
+                                                                           the other operators
+a stored event cannot be parsed or         that row dead at once (it can   goes on
+rendered                                   never render)
+sent, but the state cannot record it       remembered here as sent: never  stopped, loudly; the
+                                           sent again by this process      write is retried with
+                                                                           backoff, then it goes on
+a retry or dead letter cannot be recorded  as they were                    stopped likewise
+the outbox cannot be read                  as they were                    waits with backoff
+=========================================  ==============================  ======================
+
+A stopped target is not a reason for ``/healthz`` to answer 503: a restart frees no disk
+space and forgets which message was sent, so an orchestrator restarting on 503 would turn
+one unrecorded message into one duplicate per restart.  It is listed there, logged as an
+error, told to the operator targets and shown in ``/metrics``.
+
+Time: due times are stored as wall-clock Unix times (they outlive the process, and
+``status`` shows them), but waits run on the monotonic clock.  Each pending row's due time
+becomes a monotonic deadline when this process first sees it, never further ahead than
+the policy can have set it (``max_backoff`` for a retry, the row's own settle window for a
+new alert), and the wall clock is not asked again for it; ages (``max_age``) count the
+same way.  So a wall clock stepped back or forward moves no deadline of a running daemon,
+and a restart after a step back delays no row by more than its backoff or settle window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import io
 import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -25,12 +59,15 @@ import orjson
 from watcher import escape, log
 from watcher.clock import iso, utcnow
 from watcher.config import Settings, Target
-from watcher.errors import DeliveryError, WatcherError
+from watcher.errors import DeliveryError, StateError, WatcherError
 from watcher.metrics import Metrics
 from watcher.notify import webhook
 from watcher.notify.render import JSON_SCHEMES, Message, body_format, compose
-from watcher.notify.templates import TemplateRefused
 from watcher.store import Group, Store
+
+# State writes that failed are retried at least this often, whatever max_backoff says:
+# a write is cheap, and a stopped target should go on soon after the disk has room.
+STATE_RETRY_CAP = 60.0
 
 APPRISE_FORMATS = {"text": apprise.NotifyFormat.TEXT, "markdown": apprise.NotifyFormat.MARKDOWN,
                    "html": apprise.NotifyFormat.HTML, "json": apprise.NotifyFormat.TEXT}
@@ -82,13 +119,51 @@ class AppriseSender:
         if server is None or not sender.add(server):
             raise DeliveryError(f"target {self.target.name!r} ({self.target.source}) is not a "
                                  "URL Apprise can send to")
-        with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+        with _SendLog() as captured:
             ok = sender.notify(body=message.body, title=message.title,
                                body_format=APPRISE_FORMATS[message.format],
                                notify_type=apprise.NotifyType(message.notify_type))
         if not ok:
             detail = " ".join(captured.getvalue().split())[-300:] or "the target refused it"
             raise DeliveryError(log.redactor.text(detail))
+
+
+_current_send: contextvars.ContextVar[_SendLog | None] = contextvars.ContextVar(
+    "watcher_current_send", default=None)
+
+
+class _SendLog(logging.Handler):
+    """Apprise's warnings and errors about one send, as text.
+
+    Not ``apprise.LogCapture``: its handler takes every record of the ``apprise`` logger,
+    so sends running at once in the thread pool read each other's failures (one target's
+    ``Unparseable URL`` became the reason shown for another).  This one keeps only the
+    records logged in the context of its own send; Apprise runs its own worker threads in
+    a copy of the caller's context, so their records are kept too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.buffer = io.StringIO()
+        self._token: contextvars.Token[_SendLog | None] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _current_send.get() is self:
+            try:
+                text = record.getMessage()
+            except (TypeError, ValueError):  # a plugin's bad format string
+                text = str(record.msg)
+            self.buffer.write(text + "\n")
+
+    def __enter__(self) -> io.StringIO:
+        self._token = _current_send.set(self)
+        logging.getLogger("apprise").addHandler(self)
+        return self.buffer
+
+    def __exit__(self, *_exc: object) -> None:
+        logging.getLogger("apprise").removeHandler(self)
+        if self._token is not None:
+            _current_send.reset(self._token)
 
 
 def with_idempotency_key(target: Target, key: str) -> str:
@@ -119,30 +194,94 @@ def build_senders(settings: Settings, executor: ThreadPoolExecutor, *,
     return senders
 
 
+def backoff(base: float, cap: float, attempts: int) -> float:
+    """The wait before the next try after ``attempts`` failed ones: doubling from ``base``
+    up to ``cap``, then jittered (half to all of it) so that retries do not bunch up."""
+    ceiling = min(cap, base * 2.0 ** min(attempts, 64))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Hold:
+    """A target stopped because the state database failed it: nothing is sent to it
+    until every one of ``writes`` (the records still to be made) succeeded."""
+
+    reason: str
+    since: float                               # wall clock, for people
+    until: float                               # monotonic: the next try
+    attempts: int = 0
+    writes: list[Callable[[], None]] = field(default_factory=list)
+
+
 class Deliverer:
-    """Drains the outbox, one task per target."""
+    """Drains the outbox, one task per target (the module docstring has the outcomes)."""
 
     def __init__(self, settings: Settings, store: Store, senders: Mapping[str, Sender], *,
-                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None, operator: OperatorNotices | None = None) -> None:
         self.settings = settings
         self.store = store
         self.senders = senders
-        self.clock = clock
+        self.clock = clock            # wall: what is stored and shown
+        self.monotonic = monotonic    # what waits and ages are measured on
         self.metrics = metrics or Metrics()
+        self.operator = operator
         self.wake = asyncio.Event()
         self.log = log.get()
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._failing: set[str] = set()
-        self.last_pass = 0.0
+        self._failing: dict[str, tuple[float, str]] = {}  # target -> (wall since, last reason)
+        self._holds: dict[str, Hold] = {}
+        self._deadlines: dict[int, tuple[float, float]] = {}  # row -> (stored due_at, monotonic)
+        self._born: dict[int, float] = {}     # row -> its creation, on the monotonic clock
+        self._sent: set[int] = set()          # rows sent whose record the state refused
 
-    def start_due(self) -> None:
-        """Start a drain task for every target with due messages and none running."""
-        self.last_pass = self.clock()
-        for target in self.store.due_targets(self.clock()):
+    # Scheduling ----------------------------------------------------------------------
+
+    def _schedule(self) -> dict[str, list[tuple[float, int]]]:
+        """Per target, (monotonic deadline, row) of every pending row not already sent."""
+        rows = self.store.pending()
+        wall, now = self.clock(), self.monotonic()
+        policy = self.settings.delivery
+        out: dict[str, list[tuple[float, int]]] = {}
+        for row in rows:
+            known = self._deadlines.get(row.id)
+            if known is None or known[0] != row.due_at:
+                # How far ahead this row can rightly be: a due time further away than that
+                # was stored before the wall clock stepped back, and is not waited for.
+                limit = (policy.max_backoff if row.attempts else
+                         max(row.settle_until - row.created_at, 0.0) if row.settle_until else 0.0)
+                known = (row.due_at, now + min(max(row.due_at - wall, 0.0), limit))
+                self._deadlines[row.id] = known
+            self._born.setdefault(row.id, now - max(wall - row.created_at, 0.0))
+            if row.id not in self._sent:
+                out.setdefault(row.target, []).append((known[1], row.id))
+        pending = {row.id for row in rows}
+        for table in (self._deadlines, self._born):
+            for gone in table.keys() - pending:
+                del table[gone]
+        self._sent &= pending  # a row no longer pending was recorded
+        return out
+
+    def start_due(self) -> float | None:
+        """Start a drain task for every target with due messages and none running; return
+        when (monotonic) the next falls due, leaving out the targets being drained: a
+        drain picks up what falls due meanwhile, and wakes the loop when it ends."""
+        schedule = self._schedule()
+        now = self.monotonic()
+        next_at: float | None = None
+        for target in schedule.keys() | self._holds.keys():
             task = self._inflight.get(target)
-            if task is None or task.done():
+            if task is not None and not task.done():
+                continue
+            hold = self._holds.get(target)
+            first = hold.until if hold else min(deadline for deadline, _ in schedule[target])
+            if first <= now:
                 self._inflight[target] = asyncio.create_task(self._drain_target(target),
                                                              name=f"deliver:{target}")
+            elif next_at is None or first < next_at:
+                next_at = first
+        return next_at
 
     async def drain(self) -> None:
         """Send everything due now and wait for it (``once`` and tests)."""
@@ -157,121 +296,267 @@ class Deliverer:
     async def run(self, stop: asyncio.Event) -> None:
         """Drain whenever something is due or a cycle wakes us, until ``stop``."""
         while not stop.is_set():
-            next_due = None
+            next_at = None
             try:
-                self.start_due()
-                # Targets with a drain in flight are left out: it picks up what falls due
-                # meanwhile, and wakes this loop when it ends.
-                busy = [t for t, task in self._inflight.items() if not task.done()]
-                next_due = self.store.next_due(exclude=busy)
+                next_at = self.start_due()
             except WatcherError as exc:
                 self.log.error("notify.outbox_unreadable", reason=str(exc))  # noqa: TRY400
-            delay = 60.0 if next_due is None else min(60.0, max(0.05, next_due - self.clock()))
+            delay = 60.0 if next_at is None else min(60.0, max(0.05, next_at - self.monotonic()))
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
             self.wake.clear()
 
+    # One target ----------------------------------------------------------------------
+
     async def _drain_target(self, target: str) -> None:
         """Send ``target``'s due messages, including those that fall due meanwhile."""
         try:
-            while groups := self.store.due_groups(self.clock(), target):
+            while self._resume(target):
+                now = self.monotonic()
+                due = [row for deadline, row in self._schedule().get(target, ()) if deadline <= now]
+                if not due:
+                    return
+                groups, broken = self.store.groups(due)
+                for row, reason in broken:
+                    self._dead(target, (row,), reason, attempts=1)
                 for group in groups:
+                    if target in self._holds:
+                        break
                     await self._send_group(group)
+        except StateError as exc:
+            self._hold(target, f"cannot read the outbox: {exc}")
+        except Exception as exc:  # a bug here must stop this target, never spin or kill the loop
+            self.log.exception("notify.drain_crashed", target=target)
+            self._hold(target, log.redactor.text(f"delivery crashed: {type(exc).__name__}: {exc}"))
         finally:
             self.wake.set()  # the loop works out again what falls due next
 
     async def _send_group(self, group: Group) -> None:
         sender = self.senders.get(group.target)
         target = self.settings.targets.get(group.target)
-        now = self.clock()
         if sender is None or target is None:
-            self.store.mark_dead(group.rows, now, f"target {group.target!r} is no longer configured")
-            self.metrics.notification_dead_lettered(group.target, len(group.rows))
-            self.log.error("notify.dead_lettered", target=group.target, rows=len(group.rows),
-                           reason="target no longer configured")
+            self._dead(group.target, group.rows, f"target {group.target!r} is no longer "
+                       "configured", attempts=group.attempts + 1)
             return
-        rule = next((r for r in self.settings.rules if r.name == group.group), None)
+        message = self._render(group, target)
+        if message is None:
+            return
         try:
-            message = compose(target, list(group.events), key=group.idempotency_key,
-                              today=datetime.fromtimestamp(now, UTC).date(), rule=rule,
-                              public_url=self.settings.http.public_url if self.settings.http
-                              else None)
             await sender.send(message)
-        except (DeliveryError, TemplateRefused) as exc:
+        except DeliveryError as exc:
             self._failed(group, str(exc))
             return
         except Exception as exc:  # a plugin bug must not kill the delivery loop
             self._failed(group, log.redactor.text(f"{type(exc).__name__}: {exc}"))
             return
-        self.store.mark_sent(group.rows, self.clock())
+        self._sent.update(group.rows)
         self.metrics.notification_sent(group.target)
-        if group.target in self._failing:
-            self._failing.discard(group.target)
-            self.log.info("notify.recovered", target=group.target)
         self.log.info("notify.sent", target=group.target, alerts=len(group.rows),
                       attempts=group.attempts + 1, key=group.idempotency_key)
+        if group.target in self._failing:
+            del self._failing[group.target]
+            self.log.info("notify.recovered", target=group.target)
+            self._resolved(group.target, "dead_letter", f"target {group.target} delivers again")
+        sent_at = self.clock()
+        self._record(group.target, f"message {group.idempotency_key} was sent, but",
+                     lambda: self.store.mark_sent(group.rows, sent_at))
+
+    def _render(self, group: Group, target: Target) -> Message | None:
+        """The message for ``group``; None when rows that can never render were
+        dead-lettered instead (the rest of the group goes in the next message)."""
+        rule = next((r for r in self.settings.rules if r.name == group.group), None)
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        public_url = self.settings.http.public_url if self.settings.http else None
+        try:
+            return compose(target, list(group.events), key=group.idempotency_key, today=today,
+                           rule=rule, public_url=public_url)
+        except Exception as whole:  # rendering is pure: trying again cannot help
+            broken: list[tuple[int, Exception]] = []
+            for row, event in zip(group.rows, group.events, strict=True):
+                try:
+                    compose(target, [event], key=group.idempotency_key, today=today, rule=rule,
+                            public_url=public_url)
+                except Exception as alone:
+                    broken.append((row, alone))
+            for row, error in broken or [(r, whole) for r in group.rows]:
+                self._dead(group.target, (row,), log.redactor.text(
+                    f"cannot render the message: {type(error).__name__}: {error}"),
+                    attempts=group.attempts + 1)
+            return None
 
     def _failed(self, group: Group, reason: str) -> None:
-        now = self.clock()
+        wall, now = self.clock(), self.monotonic()
         policy = self.settings.delivery
         self.metrics.notification_failed(group.target)
-        if now - group.created_at >= policy.max_age:
-            self.store.mark_dead(group.rows, now, reason)
-            self.metrics.notification_dead_lettered(group.target, len(group.rows))
-            self.log.error("notify.dead_lettered", target=group.target, alerts=len(group.rows),
-                           attempts=group.attempts + 1, reason=reason)
-            return
-        cap = min(policy.max_backoff, policy.retry_backoff * 2 ** group.attempts)
-        due = now + random.uniform(cap / 2, cap)
-        self.store.mark_retry(group.rows, now, due, reason)
+        age = now - min(self._born.get(row, now) for row in group.rows)
+        since = self._failing.get(group.target, (wall, ""))[0]
         if group.target not in self._failing:
-            self._failing.add(group.target)
             self.log.warning("notify.failing", target=group.target, reason=reason)
+        self._failing[group.target] = (since, reason)
+        if age >= policy.max_age:
+            self._dead(group.target, group.rows, reason, attempts=group.attempts + 1)
+            return
+        delay = backoff(policy.retry_backoff, policy.max_backoff, group.attempts)
+        due = wall + delay
+        for row in group.rows:
+            self._deadlines[row] = (due, now + delay)
+        self.log.debug("notify.retry_scheduled", target=group.target, reason=reason,
+                       attempts=group.attempts + 1, in_seconds=round(delay, 1))
+        self._record(group.target, "a failed send cannot be recorded:",
+                     lambda: self.store.mark_retry(group.rows, wall, due, reason))
+
+    def _dead(self, target: str, rows: Sequence[int], reason: str, *, attempts: int) -> None:
+        """Give up on ``rows``: dead letters, kept for ``status`` and ``resend``."""
+        self.metrics.notification_dead_lettered(target, len(rows))
+        self.log.error("notify.dead_lettered", target=target, alerts=len(rows),
+                       attempts=attempts, reason=reason)
+        if self.operator is not None:
+            self.operator.problem(
+                f"target {target}", "dead_letter",
+                f"{len(rows)} alert(s) for target {target} were dead-lettered after "
+                f"{attempts} attempt(s): {reason}. `openrouter-watcher status` lists the "
+                f"dead letters; `openrouter-watcher resend {target}` sends them again.",
+                exclude={target})
+        now = self.clock()
+        self._record(target, "a dead letter cannot be recorded:",
+                     lambda: self.store.mark_dead(rows, now, reason))
+
+    def _resolved(self, target: str, kind: str, text: str) -> None:
+        if self.operator is not None:
+            self.operator.resolved(f"target {target}", kind, text)
+
+    # The state refusing writes ---------------------------------------------------------
+
+    def _record(self, target: str, what: str, write: Callable[[], None]) -> None:
+        """Make a record in the outbox; if the state refuses it, stop ``target`` until the
+        write succeeds (retried with backoff).  Behind a stopped target's own records, a
+        record waits its turn."""
+        held = self._holds.get(target)
+        if held is not None and held.writes:
+            held.writes.append(write)
+            return
+        try:
+            write()
+        except StateError as exc:
+            self._hold(target, f"{what} {exc}", write)
+
+    def _hold(self, target: str, reason: str, write: Callable[[], None] | None = None) -> None:
+        held = self._holds.get(target)
+        attempts = held.attempts + 1 if held else 0
+        policy = self.settings.delivery
+        delay = backoff(policy.retry_backoff, min(policy.max_backoff, STATE_RETRY_CAP), attempts)
+        writes = held.writes if held else []
+        if write is not None:
+            writes.append(write)
+        self._holds[target] = Hold(reason=held.reason if held else reason,  # the cause
+                                   since=held.since if held else self.clock(),
+                                   until=self.monotonic() + delay, attempts=attempts,
+                                   writes=writes)
+        self.metrics.target_stopped(target, stopped=True)
+        if held is None:
+            text = (f"target {target} is stopped: {reason}. Nothing more is sent to it until "
+                    f"the state database can be written again (retried every "
+                    f"{min(policy.max_backoff, STATE_RETRY_CAP):g}s at most).")
+            self.log.error("notify.target_stopped", target=target, reason=reason,
+                           retry_in_seconds=round(delay, 1))
+            if self.operator is not None:
+                self.operator.problem(f"target {target}", "state", text)
         else:
-            self.log.debug("notify.retry_scheduled", target=group.target, reason=reason,
-                           attempts=group.attempts + 1, in_seconds=round(due - now, 1))
+            self.log.debug("notify.still_stopped", target=target, reason=reason,
+                           attempts=attempts, retry_in_seconds=round(delay, 1))
+
+    def _resume(self, target: str) -> bool:
+        """Whether ``target`` may send now: not stopped, or its pending record was made."""
+        held = self._holds.get(target)
+        if held is None:
+            return True
+        if held.until > self.monotonic():
+            return False
+        while held.writes:
+            try:
+                held.writes[0]()
+            except StateError as exc:
+                self._hold(target, f"the state database still refuses writes: {exc}")
+                return False
+            held.writes.pop(0)
+        del self._holds[target]
+        self.metrics.target_stopped(target, stopped=False)
+        self.log.info("notify.target_resumed", target=target, stopped_for_seconds=round(
+            self.clock() - held.since, 1))
+        self._resolved(target, "state", f"target {target} goes on: the state database "
+                       "records its messages again")
+        return True
+
+    # What /healthz and /metrics show ---------------------------------------------------
+
+    def failing(self) -> set[str]:
+        """Targets whose last send failed."""
+        return set(self._failing)
+
+    def stopped(self) -> set[str]:
+        """Targets stopped because the state database failed them."""
+        return set(self._holds)
+
+    def warnings(self) -> list[str]:
+        """Failing and stopped targets, for ``/healthz`` (which stays 200 for them)."""
+        out = []
+        for target, held in sorted(self._holds.items()):
+            out.append(f"target {target}: stopped since {_iso(held.since)}: {held.reason}")
+        for target, (since, reason) in sorted(self._failing.items()):
+            out.append(f"target {target}: failing since {_iso(since)}: {reason}")
+        return [log.redactor.text(text) for text in out]
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OperatorNotices:
     """The watcher's own trouble, told to the ``operator`` targets.
 
-    A problem (the key refused, a suspect response held) is told when it starts and again
-    at most every ``repeat_interval`` while it lasts; its end is told once.  Notices are
-    sent straight away in the background, outside the outbox: they repeat while the
-    problem lasts, and the log has every one of them.
+    A problem (the key refused, a suspect response held, a target dead-lettering) is told
+    when it starts and again at most every ``repeat_interval`` while it lasts; its end is
+    told once.  Notices are sent straight away in the background, outside the outbox (so
+    they go out even when the state cannot be written): they repeat while the problem
+    lasts, and the log has every one of them.
     """
 
     def __init__(self, settings: Settings, senders: Mapping[str, Sender], *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.senders = senders
         self.clock = clock
+        self.monotonic = monotonic
         self.log = log.get()
-        self._active: dict[tuple[str, str], float] = {}  # (watch, kind) -> last told
+        self._active: dict[tuple[str, str], float] = {}  # (subject, kind) -> last told
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def problem(self, watch: str, kind: str, text: str) -> None:
-        now = self.clock()
-        last = self._active.get((watch, kind))
+    def problem(self, subject: str, kind: str, text: str, *, exclude: Iterable[str] = ()) -> None:
+        """``subject`` (a watch's name, or ``target NAME``) has a problem of ``kind``;
+        ``exclude`` names operator targets not to tell (the failing target itself)."""
+        now = self.monotonic()
+        last = self._active.get((subject, kind))
         if last is not None and now - last < self.settings.operator.repeat_interval:
             return
-        self._active[watch, kind] = now
-        self.log.warning("operator.problem", watch=watch, kind=kind, message=text)
-        self._tell(f"openrouter-watcher: {watch}: problem", text)
+        self._active[subject, kind] = now
+        self.log.warning("operator.problem", watch=subject, kind=kind, message=text)
+        self._tell(f"openrouter-watcher: {subject}: problem", text, exclude)
 
-    def resolved(self, watch: str, kind: str, text: str) -> None:
-        if self._active.pop((watch, kind), None) is None:
+    def resolved(self, subject: str, kind: str, text: str) -> None:
+        if self._active.pop((subject, kind), None) is None:
             return
-        self.log.info("operator.resolved", watch=watch, kind=kind, message=text)
-        self._tell(f"openrouter-watcher: {watch}: recovered", text)
+        self.log.info("operator.resolved", watch=subject, kind=kind, message=text)
+        self._tell(f"openrouter-watcher: {subject}: recovered", text, ())
 
-    def _tell(self, title: str, text: str) -> None:
+    def _tell(self, title: str, text: str, exclude: Iterable[str]) -> None:
         key = f"operator-{self.clock():.0f}"
+        skip = set(exclude)
         for name in self.settings.operator.notify:
             sender = self.senders.get(name)
-            if sender is not None:
+            if sender is not None and name not in skip:
                 task = asyncio.create_task(self._send(name, sender, title, text, key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
