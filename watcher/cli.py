@@ -30,13 +30,13 @@ from watcher import __version__, config, demo, escape, http, log, preflight, sdn
 from watcher.app import App, CycleResult, Extra, run_once
 from watcher.clock import iso
 from watcher.diff import diff
-from watcher.errors import ConfigError, SnapshotError, WatcherError
+from watcher.errors import ConfigError, SnapshotError, StateInUseError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
 from watcher.fetch import new_session
-from watcher.notify.deliver import build_senders, privacy_url
+from watcher.notify.deliver import Deliverer, OperatorNotices, build_senders, privacy_url
 from watcher.notify.render import compose, describe, line, price, price_unit, shown, who
 from watcher.rules.match import route
-from watcher.store import DB_NAME, EventQuery, Pruned, Store
+from watcher.store import DB_NAME, EventQuery, Pruned, Store, empty_target_status
 from watcher.timeline import timeline
 from watcher.web.filters import FilterError, Filters
 
@@ -123,7 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common, fmt], help="watches and notification targets",
                    description="From the state database: each watch's last check, and per "
                                "target how many notifications were sent, are pending or "
-                               "dead-lettered, and since when it is failing.")
+                               "dead-lettered, since when it is failing and its own last "
+                               "error. Exit 1 while dead letters wait (`resend` sends them "
+                               "again or, with --drop, gives them up).")
+    resend = sub.add_parser(
+        "resend", parents=[common], help="send dead-lettered notifications again",
+        description="Put the dead letters of the named targets (default: every configured "
+                    "target) back in the outbox, due now, with the same idempotency keys. "
+                    "Without a running daemon they are sent at once and each target's "
+                    "outcome is printed (exit 1 if some failed again); beside a running "
+                    "daemon they are only put back, and the daemon sends them within a "
+                    "minute. A message already older than delivery.max_age is "
+                    "dead-lettered again if it fails once more.")
+    resend.add_argument("targets", nargs="*", metavar="TARGET")
+    resend.add_argument("--since", metavar="AGE|TIME",
+                        help="only alerts queued since then: an age (30m, 2d) or a UTC time "
+                             "(2026-01-04T10:00:00Z, 2026-01-04)")
+    resend.add_argument("--drop", action="store_true",
+                        help="give the dead letters up for good instead (also for targets no "
+                             "longer configured); `status` stops counting them")
     show = sub.add_parser("show", parents=[common, fmt], help="one model's timeline",
                           description="A model's history from the stored snapshots: when it "
                                       "appeared, every price over time (per million tokens), "
@@ -346,9 +364,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with Store.open(settings.state_dir, readonly=True) as store:
         checks, targets = store.last_checks(), store.outbox_status()
+    dead = sorted(name for name, entry in targets.items() if entry["dead"])
+    code = EXIT_FAILED if dead else EXIT_OK
     if args.format == "json":
         print(orjson.dumps({"watches": checks, "targets": targets}).decode())
-        return EXIT_OK
+        return code
     for watch in settings.watches:
         check = checks.get(watch.name)
         if check is None:
@@ -357,15 +377,103 @@ def cmd_status(args: argparse.Namespace) -> int:
             error = f": {log.redactor.text(check['error'])}" if check["error"] else ""
             print(f"watch {watch.name}: last check {check['at']} {check['outcome']}{error}")
     for name in sorted(set(settings.targets) | set(targets)):
-        entry = targets.get(name, {"sent": 0, "pending": 0, "dead": 0, "failing_since": None,
-                                   "last_error": None})
+        entry = targets.get(name, empty_target_status())
         text = (f"target {name}: {entry['sent']} sent, {entry['pending']} pending, "
                 f"{entry['dead']} dead-lettered")
+        if name not in settings.targets:
+            text += " (no longer configured)"
         if entry["failing_since"]:
-            since = iso(datetime.fromtimestamp(entry["failing_since"], UTC))
-            text += f"; failing since {since}: {log.redactor.text(entry['last_error'] or '')}"
+            text += f"; failing since {iso(entry['failing_since'])}"
+        if entry["dead"] and entry["last_dead_at"]:
+            text += f"; last dead letter {iso(entry['last_dead_at'])}"
+        if entry["last_error"] and (entry["failing_since"] or entry["dead"]):
+            text += f"; last error: {log.redactor.text(entry['last_error'])}"
         print(text)
-    return EXIT_OK
+    if dead:
+        print(f"openrouter-watcher: dead letters wait for {', '.join(dead)}: `openrouter-watcher "
+              "resend [TARGET]` sends them again, `resend TARGET --drop` gives them up",
+              file=sys.stderr)
+    return code
+
+
+def _since(text: str | None, option: str) -> float | None:
+    """An age (``30m``, ``7d``) or a time (ISO 8601, UTC unless it says otherwise) as a
+    Unix time; None for no limit."""
+    if text is None:
+        return None
+    seconds = yamldoc.parse_duration(text)
+    if seconds is not None:
+        return time.time() - seconds
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option}: expected an age such as 30m, 12h or 7d, or a time such "
+                          f"as 2026-01-04T10:00:00Z, got {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    since = _since(args.since, "--since")
+    unknown = [n for n in args.targets if n not in settings.targets]
+    if unknown and not args.drop:
+        raise ConfigError(f"unknown target(s): {', '.join(unknown)} (configured: "
+                          f"{', '.join(sorted(settings.targets)) or 'none'}; --drop gives up "
+                          "the dead letters of a target no longer configured)")
+    names = args.targets or sorted(settings.targets)
+    try:
+        store = Store.open(settings.state_dir)
+    except StateInUseError:
+        # The daemon is the one sender: put the dead letters back and let it send them.
+        with Store.open_beside_writer(settings.state_dir) as side:
+            counts = side.requeue_dead(time.time(), targets=names, since=since, drop=args.drop)
+        _print_requeued(names, counts, since=since, drop=args.drop, beside_daemon=True)
+        return EXIT_OK
+    with store:
+        before = store.outbox_status()
+        counts = store.requeue_dead(time.time(), targets=names, since=since, drop=args.drop)
+        if args.drop or not counts:
+            _print_requeued(names, counts, since=since, drop=args.drop, beside_daemon=False)
+            return EXIT_OK
+        asyncio.run(_send_requeued(settings, store))
+        after = store.outbox_status()
+    code = EXIT_OK
+    for name in sorted(counts):
+        was, now = before.get(name, empty_target_status()), after.get(name, empty_target_status())
+        sent = now["sent"] - was["sent"]
+        dead = now["dead"] - (was["dead"] - counts[name])  # the resent ones that died again
+        pending = now["pending"] - was["pending"]
+        text = f"target {name}: {counts[name]} dead letter(s) resent: {sent} sent"
+        if dead or pending:
+            code = EXIT_FAILED
+            error = log.redactor.text(now["last_error"] or "")
+            text += f", {dead} dead-lettered again, {pending} pending (retried later): {error}"
+        print(text)
+    return code
+
+
+def _print_requeued(names: list[str], counts: dict[str, int], *, since: float | None,
+                    drop: bool, beside_daemon: bool) -> None:
+    for name in names:
+        count = counts.get(name, 0)
+        if not count:
+            print(f"target {name}: no dead letters" + (" queued since then" if since else ""))
+        elif drop:
+            print(f"target {name}: {count} dead letter(s) dropped")
+        else:
+            print(f"target {name}: {count} dead letter(s) put back in the outbox")
+    if beside_daemon and not drop and any(counts.values()):
+        print("openrouter-watcher: a daemon is running on this state directory: it sends "
+              "them within a minute (`status` shows how it went)")
+
+
+async def _send_requeued(settings: config.Settings, store: Store) -> None:
+    """Send what is due now (the dead letters just put back), as ``once`` would."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify") as executor:
+        senders = build_senders(settings, executor)
+        operator = OperatorNotices(settings, senders)
+        await Deliverer(settings, store, senders, operator=operator).drain()
+        await operator.wait()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -612,6 +720,6 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 COMMANDS = {
     "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
     "diff": cmd_diff, "demo": cmd_demo, "test-notify": cmd_test_notify, "status": cmd_status,
-    "show": cmd_show,
+    "show": cmd_show, "resend": cmd_resend,
     "health": cmd_health, "prune": cmd_prune, "vacuum": cmd_vacuum,
 }

@@ -9,6 +9,7 @@ URLs) are collected in :attr:`Settings.secrets` so that logging can redact them.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -387,20 +388,50 @@ def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, 
     return targets
 
 
+# Query keys of Apprise URLs whose values name places, people or options, never secrets.
+# Masking them would mask more than the secret: ``smtp=127.0.0.1`` masked the watch's
+# host in every log line.
+PUBLIC_QUERY_KEYS = frozenset({
+    "smtp", "host", "port", "from", "to", "cc", "bcc", "reply", "name", "user", "format",
+    "overflow", "mode", "secure", "verify", "lang", "image", "avatar", "footer", "rto", "cto",
+    "tz", "emojis", "method", "priority", "channel", "channels", "chat", "chat_id",
+})
+
+
 def url_secrets(url: str) -> list[str]:
     """A target URL and the parts of it that may be tokens, for redaction.
 
-    Apprise URLs carry tokens in the password, the path (Slack, Discord, webhooks) and the
-    query; any such part of 8 or more characters is masked wherever it appears.
+    Apprise URLs carry tokens in the password, the path (Slack, Discord, webhooks), a
+    "host" that is no host name (``slack://TOKEN/...``, ``discord://ID/TOKEN``) and the
+    query; any such part of 8 or more characters is masked wherever it appears.  A host
+    name, an IP address or a port is not: it also appears in other URLs (a watch's), which
+    must stay readable.
     """
     parts = urlsplit(url)
     pieces = [url, parts.password or ""]
     pieces += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+    host = parts.hostname or ""
+    if host and "." not in host and ":" not in host and host != "localhost":
+        pieces.append(host)  # a dotless "host" is a token, not a place
     for pair in parts.query.split("&"):
-        pieces.append(pair.partition("=")[2])
-    if "@" in parts.netloc:
-        pieces.append(parts.netloc.rsplit("@", 1)[0])
+        key, _, value = pair.partition("=")
+        if key.lower().lstrip("+-:") in PUBLIC_QUERY_KEYS or _is_address(value):
+            continue
+        pieces.append(value)
+    if parts.password:
+        pieces.append(parts.netloc.rsplit("@", 1)[0])  # user:password, as Apprise may print it
     return [p for p in pieces if len(p) >= 8]
+
+
+def _is_address(value: str) -> bool:
+    """An IP address or a port number: a place, never a secret."""
+    if value.isdigit():
+        return True
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _secret_path(value: yamldoc.Value, base: Path) -> Path:

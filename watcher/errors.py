@@ -5,6 +5,7 @@
     WatcherError                 anything this package raises on purpose
     ├── ConfigError              a config or rule file is wrong: file, line and key in the message
     ├── StateError               the state database cannot be opened, read or written
+    │   └── StateInUseError      another process (a running daemon) holds the writer lock
     ├── FetchError               an HTTP poll failed; ``retryable`` says whether to try again
     │   └── AuthError            401, 402 or 403: the key or the account needs a person
     ├── SnapshotError            a response is not a model list we can trust
@@ -28,6 +29,10 @@ class ConfigError(WatcherError):
 
 class StateError(WatcherError):
     """The state database cannot be used; never treated as empty."""
+
+
+class StateInUseError(StateError):
+    """Another openrouter-watcher holds the state directory's writer lock."""
 
 
 class FetchError(WatcherError):

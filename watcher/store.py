@@ -38,7 +38,7 @@ import orjson
 from watcher import log, snapshot, versions
 from watcher.clock import iso
 from watcher.config import Retention
-from watcher.errors import StateError
+from watcher.errors import StateError, StateInUseError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
@@ -302,6 +302,21 @@ class Store:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot read the state database: {exc}") from None
+        return cls(conn, path)
+
+    @classmethod
+    def open_beside_writer(cls, state_dir: Path) -> Store:
+        """A connection that may write beside the process holding the writer lock, for
+        ``resend`` next to a running daemon: it only moves dead letters back to pending in
+        one transaction (SQLite serialises it with the daemon's writes), and the daemon,
+        the one sender, picks them up.  Nothing else may write through it."""
+        path = state_dir / DB_NAME
+        if not path.is_file():
+            raise StateError(f"{path}: no state yet: `once` or `run` records it")
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state database: {exc}") from None
         return cls(conn, path)
 
     def close(self) -> None:
@@ -635,7 +650,7 @@ class Store:
         totals after each batch (``dry_run``: counts what would go and writes nothing).
 
         What goes: unchanged checks older than ``unchanged_checks`` but the last of each
-        watch and UTC day; sent, cancelled and duplicate outbox rows done before
+        watch and UTC day; sent, cancelled, dropped and duplicate outbox rows done before
         ``messages`` (never a row another still points at); dead letters older than
         ``dead_letters``; events older than ``events`` that no remaining outbox row needs.
         Snapshots, model versions and spans, pending rows and reminders are never pruned:
@@ -651,7 +666,7 @@ class Store:
             ("messages", retention.messages, lambda cutoff: self._old_messages(
                 cutoff, ("duplicate",), gone), "DELETE FROM outbox WHERE id = ?"),
             ("messages", retention.messages, lambda cutoff: self._old_messages(
-                cutoff, ("sent", "cancelled"), gone), "DELETE FROM outbox WHERE id = ?"),
+                cutoff, ("sent", "cancelled", "dropped"), gone), "DELETE FROM outbox WHERE id = ?"),
             ("dead_letters", retention.dead_letters, lambda cutoff: self._old_messages(
                 cutoff, ("dead",), gone), "DELETE FROM outbox WHERE id = ?"),
             ("events", retention.events, lambda cutoff: self._old_events(cutoff, gone),
@@ -835,7 +850,7 @@ def _lock(state_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StateError(f"{state_dir} is in use by another openrouter-watcher (a running "
+        raise StateInUseError(f"{state_dir} is in use by another openrouter-watcher (a running "
                          "daemon?): `run` and `once` need it to themselves; `status`, "
                          "`history`, `show` and `once --dry-run` work beside it") from None
     except OSError as exc:  # a file system without flock on directories

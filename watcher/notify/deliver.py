@@ -65,6 +65,9 @@ from watcher.notify import webhook
 from watcher.notify.render import JSON_SCHEMES, Message, body_format, compose
 from watcher.store import Group, Store
 
+# The longest the delivery loop sleeps with nothing due: it then reads the outbox again,
+# so that dead letters `resend` put back beside a running daemon go out within this.
+IDLE = 10.0
 # State writes that failed are retried at least this often, whatever max_backoff says:
 # a write is cheap, and a stopped target should go on soon after the disk has room.
 STATE_RETRY_CAP = 60.0
@@ -301,7 +304,7 @@ class Deliverer:
                 next_at = self.start_due()
             except WatcherError as exc:
                 self.log.error("notify.outbox_unreadable", reason=str(exc))  # noqa: TRY400
-            delay = 60.0 if next_at is None else min(60.0, max(0.05, next_at - self.monotonic()))
+            delay = IDLE if next_at is None else min(IDLE, max(0.05, next_at - self.monotonic()))
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
@@ -503,14 +506,10 @@ class Deliverer:
         """Failing and stopped targets, for ``/healthz`` (which stays 200 for them)."""
         out = []
         for target, held in sorted(self._holds.items()):
-            out.append(f"target {target}: stopped since {_iso(held.since)}: {held.reason}")
+            out.append(f"target {target}: stopped since {iso(held.since)}: {held.reason}")
         for target, (since, reason) in sorted(self._failing.items()):
-            out.append(f"target {target}: failing since {_iso(since)}: {reason}")
+            out.append(f"target {target}: failing since {iso(since)}: {reason}")
         return [log.redactor.text(text) for text in out]
-
-
-def _iso(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OperatorNotices:
