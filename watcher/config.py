@@ -412,7 +412,8 @@ def url_secrets(url: str) -> list[str]:
     pieces += [seg for seg in parts.path.split("/") if len(seg) >= 8]
     host = parts.hostname or ""
     if host and "." not in host and ":" not in host and host != "localhost":
-        pieces.append(host)  # a dotless "host" is a token, not a place
+        # A dotless "host" is a token, not a place (as written: hostname is lowercased).
+        pieces.append(parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0])
     for pair in parts.query.split("&"):
         key, _, value = pair.partition("=")
         if key.lower().lstrip("+-:") in PUBLIC_QUERY_KEYS or _is_address(value):

@@ -363,7 +363,8 @@ class Deliverer:
             self.log.info("notify.recovered", target=group.target)
             self._resolved(group.target, "dead_letter", f"target {group.target} delivers again")
         sent_at = self.clock()
-        self._record(group.target, f"message {group.idempotency_key} was sent, but",
+        self._record(group.target, f"message {group.idempotency_key} was sent but cannot be "
+                     "recorded",
                      lambda: self.store.mark_sent(group.rows, sent_at))
 
     def _render(self, group: Group, target: Target) -> Message | None:
@@ -407,7 +408,7 @@ class Deliverer:
             self._deadlines[row] = (due, now + delay)
         self.log.debug("notify.retry_scheduled", target=group.target, reason=reason,
                        attempts=group.attempts + 1, in_seconds=round(delay, 1))
-        self._record(group.target, "a failed send cannot be recorded:",
+        self._record(group.target, "a failed send cannot be recorded",
                      lambda: self.store.mark_retry(group.rows, wall, due, reason))
 
     def _dead(self, target: str, rows: Sequence[int], reason: str, *, attempts: int) -> None:
@@ -423,7 +424,7 @@ class Deliverer:
                 f"dead letters; `openrouter-watcher resend {target}` sends them again.",
                 exclude={target})
         now = self.clock()
-        self._record(target, "a dead letter cannot be recorded:",
+        self._record(target, "a dead letter cannot be recorded",
                      lambda: self.store.mark_dead(rows, now, reason))
 
     def _resolved(self, target: str, kind: str, text: str) -> None:
@@ -443,7 +444,7 @@ class Deliverer:
         try:
             write()
         except StateError as exc:
-            self._hold(target, f"{what} {exc}", write)
+            self._hold(target, f"{what}: {exc}", write)
 
     def _hold(self, target: str, reason: str, write: Callable[[], None] | None = None) -> None:
         held = self._holds.get(target)
@@ -541,13 +542,13 @@ class OperatorNotices:
         if last is not None and now - last < self.settings.operator.repeat_interval:
             return
         self._active[subject, kind] = now
-        self.log.warning("operator.problem", watch=subject, kind=kind, message=text)
+        self.log.warning("operator.problem", subject=subject, kind=kind, message=text)
         self._tell(f"openrouter-watcher: {subject}: problem", text, exclude)
 
     def resolved(self, subject: str, kind: str, text: str) -> None:
         if self._active.pop((subject, kind), None) is None:
             return
-        self.log.info("operator.resolved", watch=subject, kind=kind, message=text)
+        self.log.info("operator.resolved", subject=subject, kind=kind, message=text)
         self._tell(f"openrouter-watcher: {subject}: recovered", text, ())
 
     def _tell(self, title: str, text: str, exclude: Iterable[str]) -> None:
