@@ -8,12 +8,14 @@ import contextlib
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,15 @@ from tests.daemon import Daemon, wait_for
 from tests.fakes import FakeOpenRouter, Reply, _free_port
 from tests.sinks import WebhookSink
 from tests.test_cli import cli
+from tests.test_notify import FAST, Clock, close_app, open_app, write
+from watcher import fetch
+from watcher.app import App
 from watcher.config import Target
 from watcher.config import load as load_config
 from watcher.log import Redactor
 from watcher.notify.deliver import AppriseSender
 from watcher.notify.render import Message
+from watcher.store import Store
 
 
 class DiskFillingSink(WebhookSink):
@@ -315,3 +321,185 @@ rules: [rules.yaml]
     assert failed.returncode == 1
     assert f"127.0.0.1:{fake_openrouter.port}/api/v1/models" in failed.stdout + failed.stderr
     assert password not in failed.stdout + failed.stderr
+
+
+async def test_stored_rows_that_cannot_be_read_or_rendered_are_dead_lettered_not_spun_on(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    path = write(tmp_path, fake_openrouter, f"  hook: {{url: '{webhook.url()}', format: text}}",
+                 "rules:\n  - name: prices\n    on: [price_changed]\n    notify: [hook]\n"
+                 "    body: '{{ events[0].name.upper() }}: {{ count }}'\n")
+    app, store = await open_app(path, Clock())
+    try:
+        for step in (10, 11):
+            fake_openrouter.set_script([step])
+            await app.cycle(app.settings.watches[0])
+        db = sqlite3.connect(store.path)
+        rows = [r[0] for r in db.execute("SELECT event_id FROM outbox ORDER BY id")]
+        assert len(rows) == 23
+        broken = {rows[0]: '{"type": "price_chan', rows[1]: "[1, 2]"}
+        bodies = dict(db.execute("SELECT id, body FROM events WHERE id = ?", (rows[2],)))
+        unrenderable = json.loads(bodies[rows[2]])
+        unrenderable["name"] = None  # the rule's template calls .upper() on it
+        broken[rows[2]] = json.dumps(unrenderable)
+        with db:
+            for event_id, body in broken.items():
+                db.execute("UPDATE events SET body = ? WHERE id = ?", (body, event_id))
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)  # observe the SQL, change nothing
+        stop = asyncio.Event()
+        runner = asyncio.create_task(app.deliverer.run(stop))
+        for _ in range(200):
+            if webhook.delivered:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)  # a spinning loop would read the outbox thousands of times
+        stop.set()
+        await runner
+        outbox_reads = [s for s in statements if "FROM outbox" in s]
+        assert len(outbox_reads) <= 12, len(outbox_reads)
+        dead = dict(db.execute("SELECT event_id, last_error FROM outbox WHERE state = 'dead'"))
+        assert set(dead) == set(broken)
+        assert "not valid JSON" in dead[rows[0]]
+        assert "not a JSON object" in dead[rows[1]]
+        assert "cannot render the message: TemplateRefused" in dead[rows[2]]
+        (sent,) = webhook.delivered
+        assert sent.payload["message"].endswith(": 20")  # every other alert, in one message
+        status = store.outbox_status()["hook"]
+        assert (status["sent"], status["dead"], status["pending"]) == (20, 3, 0)
+    finally:
+        await close_app(app, store)
+
+
+class Clocks:
+    """A wall clock that can be stepped and a monotonic clock that only moves on."""
+
+    def __init__(self) -> None:
+        self.wall = datetime(2026, 1, 20, 21, 0, tzinfo=UTC)
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def run(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+@pytest.mark.parametrize("step_days", [-3, 3])
+async def test_retries_and_settle_windows_follow_the_monotonic_clock_not_wall_steps(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, step_days: int) -> None:
+    sink = WebhookSink(fail_first=1).start()
+    try:
+        path = write(tmp_path, fake_openrouter, f"  hook: {sink.url()}\n  calm: {sink.url(path='calm')}",
+                     "rules:\n  - {name: exp, on: [expiration_set], notify: [hook]}\n"
+                     "  - {name: quiet, on: [expiration_set], settle: 2h, notify: [calm]}\n",
+                     extra="")
+        path.write_text(path.read_text().replace(
+            "delivery: {retry_backoff: 0.05s, max_backoff: 0.2s}",
+            "delivery: {retry_backoff: 60s, max_backoff: 120s}"))
+        clocks = Clocks()
+        settings = load_config(path)
+        store = Store.open(settings.state_dir)
+        async with fetch.new_session() as session:
+            app = App(settings, store, session, clock=clocks.now, monotonic=clocks.monotonic,
+                      retry=FAST)
+            for step in (24, 25):
+                fake_openrouter.set_script([step])
+                await app.cycle(settings.watches[0])
+            await app.deliverer.drain()
+            assert [r.status for r in sink.requests] == [500]  # hook failed; calm is settling
+            clocks.wall += timedelta(days=step_days)  # NTP, a VM restore, a person
+            clocks.run(30)  # before the earliest retry (backoff 60 s, jittered: 30..60 s)
+            await app.deliverer.drain()
+            assert [r.status for r in sink.requests] == [500]  # neither early nor late
+            clocks.run(31)
+            await app.deliverer.drain()
+            assert [r.status for r in sink.requests] == [500, 200]  # the retry, on time
+            clocks.run(2 * 3600 - 70)
+            await app.deliverer.drain()
+            assert len(sink.requests) == 2  # the settle window holds, whichever way
+            clocks.run(20)
+            await app.deliverer.drain()
+            app.close()
+        assert [r.status for r in sink.requests] == [500, 200, 200]
+        assert store.outbox_status()["calm"]["sent"] == 1
+        store.close()
+    finally:
+        sink.stop()
+
+
+async def test_a_due_time_stored_before_a_step_back_delays_a_restart_by_the_policy_at_most(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    path = write(tmp_path, fake_openrouter, f"  hook: {webhook.url()}",
+                 "rules:\n  - {name: exp, on: [expiration_set], notify: [hook]}\n")
+    path.write_text(path.read_text().replace(
+        "delivery: {retry_backoff: 0.05s, max_backoff: 0.2s}",
+        "delivery: {retry_backoff: 60s, max_backoff: 120s}"))
+    clocks = Clocks()
+    settings = load_config(path)
+    store = Store.open(settings.state_dir)
+    async with fetch.new_session() as session:
+        app = App(settings, store, session, clock=clocks.now, monotonic=clocks.monotonic,
+                  retry=FAST)
+        for step in (24, 25):
+            fake_openrouter.set_script([step])
+            await app.cycle(settings.watches[0])
+        # As if a retry had been stored 48 h ahead of a clock that was then set back.
+        with store.transaction() as tx:
+            tx.execute("UPDATE outbox SET attempts = 3, due_at = ?",
+                       (clocks.wall.timestamp() + 48 * 3600,))
+        restarted = App(settings, store, session, clock=clocks.now, monotonic=clocks.monotonic,
+                        retry=FAST)
+        await restarted.deliverer.drain()
+        assert webhook.requests == []
+        clocks.run(121)  # max_backoff: the longest any retry can rightly wait
+        await restarted.deliverer.drain()
+        app.close()
+        restarted.close()
+    assert len(webhook.delivered) == 1
+    store.close()
+
+
+def test_a_dead_target_keeps_healthz_200_and_shows_in_its_body_and_metrics(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    hook = WebhookSink(fail_first=10**9, fail_status=404).start()
+    port = _free_port()
+    try:
+        (tmp_path / "rules.yaml").write_text(
+            "rules:\n  - {name: exp, on: [expiration_set], notify: [hook]}\n")
+        config = tmp_path / "config.yaml"
+        config.write_text(f"""
+state_dir: state
+watches:
+  - {{name: models, url: "{fake_openrouter.url}", interval: 1s, timeout: 5s}}
+targets:
+  hook: {hook.url()}
+rules: [rules.yaml]
+delivery: {{max_age: 1s, retry_backoff: 0.2s, max_backoff: 0.5s, stop_grace: 1s}}
+http: {{listen: "127.0.0.1:{port}"}}
+""")
+        fake_openrouter.set_script([24, 25])
+        daemon = Daemon(config).start()
+        try:
+            wait_for(lambda: "notify.dead_lettered" in daemon.logs(), what="a dead letter")
+            status, body = healthz(port)
+            assert status == 200
+            assert body["status"] == "degraded"
+            assert body["problems"] == []
+            assert any(w.startswith("target hook: failing since") and "404" in w
+                       for w in body["warnings"]), body["warnings"]
+            wait = "target hook: 1 dead letter(s) wait; `openrouter-watcher resend hook` sends them again"
+            assert wait in body["warnings"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert 'openrouter_watcher_target_failing{target="hook"} 1.0' in metrics
+            assert 'openrouter_watcher_notifications_dead{target="hook"} 1.0' in metrics
+            assert daemon.stop() == 0
+        finally:
+            if daemon.proc and daemon.proc.poll() is None:
+                daemon.kill()
+    finally:
+        hook.stop()
