@@ -30,7 +30,7 @@ from watcher import __version__, config, demo, escape, http, log, preflight, sdn
 from watcher.app import App, CycleResult, Extra, run_once
 from watcher.clock import iso
 from watcher.diff import diff
-from watcher.errors import ConfigError, SnapshotError, StateInUseError, WatcherError
+from watcher.errors import ConfigError, SnapshotError, StateError, StateInUseError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
 from watcher.fetch import new_session
 from watcher.notify.deliver import Deliverer, OperatorNotices, build_senders, privacy_url
@@ -425,8 +425,14 @@ def cmd_resend(args: argparse.Namespace) -> int:
         store = Store.open(settings.state_dir)
     except StateInUseError:
         # The daemon is the one sender: put the dead letters back and let it send them.
-        with Store.open_beside_writer(settings.state_dir) as side:
-            counts = side.requeue_dead(time.time(), targets=names, since=since, drop=args.drop)
+        try:
+            with Store.open_beside_writer(settings.state_dir) as side:
+                counts = side.requeue_dead(time.time(), targets=names, since=since,
+                                           drop=args.drop)
+        except StateError as exc:
+            raise StateError(f"{exc}. A running daemon holds the state directory and its "
+                             "database did not take the change: stop the daemon, run "
+                             "`resend` again, and start it") from None
         _print_requeued(names, counts, since=since, drop=args.drop, beside_daemon=True)
         return EXIT_OK
     with store:

@@ -496,8 +496,8 @@ class Deliverer:
     # What /healthz and /metrics show ---------------------------------------------------
 
     def failing(self) -> set[str]:
-        """Targets whose last send failed."""
-        return set(self._failing)
+        """Configured targets whose last send failed."""
+        return set(self._failing) & set(self.settings.targets)
 
     def stopped(self) -> set[str]:
         """Targets stopped because the state database failed them."""
@@ -509,7 +509,8 @@ class Deliverer:
         for target, held in sorted(self._holds.items()):
             out.append(f"target {target}: stopped since {iso(held.since)}: {held.reason}")
         for target, (since, reason) in sorted(self._failing.items()):
-            out.append(f"target {target}: failing since {iso(since)}: {reason}")
+            if target in self.settings.targets:  # not one a reload removed
+                out.append(f"target {target}: failing since {iso(since)}: {reason}")
         return [log.redactor.text(text) for text in out]
 
 
