@@ -37,11 +37,16 @@ from watcher.store import Store
 
 
 class DiskFillingSink(WebhookSink):
-    """A webhook that fills ``disk`` to the last byte before it answers its first request:
-    the message is accepted, and then the state cannot record it."""
+    """A webhook that fills ``disk`` to the last byte before it answers its first request
+    (with 500 if ``fail_first``): the state then cannot record what became of the send.
 
-    def __init__(self, disk: Path) -> None:
-        super().__init__()
+    SQLite in WAL mode appends every transaction to the -wal file, which only a checkpoint
+    rewinds (at 1,000 pages, more than this disk holds): on a full disk each write needs new
+    pages and fails with SQLITE_FULL ("database or disk is full"), while reads still work.
+    A new connection cannot even open the database there ("disk I/O error")."""
+
+    def __init__(self, disk: Path, fail_first: int = 0) -> None:
+        super().__init__(fail_first=fail_first)
         self.filler = disk / "filler"
 
     async def _hook(self, request: web.Request) -> web.Response:
@@ -96,10 +101,13 @@ def logs_of(daemon: Daemon) -> list[dict]:
     return [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
 
 
+@pytest.mark.parametrize(("answer", "unrecorded"), [
+    (200, "was sent but cannot be recorded"), (500, "a failed send cannot be recorded")])
 def test_a_full_disk_after_a_send_stops_the_target_and_resumes_without_resending(
-        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink, answer: int,
+        unrecorded: str) -> None:
     with small_disk(tmp_path / "state") as disk:
-        hook = DiskFillingSink(disk).start()
+        hook = DiskFillingSink(disk, fail_first=1 if answer == 500 else 0).start()
         port = _free_port()
         try:
             (tmp_path / "rules.yaml").write_text(
@@ -126,7 +134,7 @@ http: {{listen: "127.0.0.1:{port}"}}
                 (stopped,) = [e for e in logs_of(daemon) if e["event"] == "notify.target_stopped"]
                 assert stopped["level"] == "error"
                 assert stopped["target"] == "hook"
-                assert "was sent but cannot be recorded" in stopped["reason"]
+                assert unrecorded in stopped["reason"]
                 assert "database or disk is full" in stopped["reason"]
                 status, body = healthz(port)
                 assert status == 200  # liveness: a restart would free no disk space
@@ -140,13 +148,16 @@ http: {{listen: "127.0.0.1:{port}"}}
                 assert len(hook.requests) == 1
                 hook.filler.unlink()  # the disk has room again
                 wait_for(lambda: "notify.target_resumed" in daemon.logs(), what="the resume")
+                wait_for(lambda: hook.delivered, what="the message delivered")
                 status, body = healthz(port)
                 assert (status, body["status"], body["warnings"]) == (200, "ok", [])
                 assert daemon.stop() == 0
             finally:
                 if daemon.proc and daemon.proc.poll() is None:
                     daemon.kill()
-            assert len(hook.requests) == 1
+            # Sent once; or, when that send failed, retried once after the disk had room.
+            assert [r.status for r in hook.requests] == ([200] if answer == 200 else [500, 200])
+            assert len({r.headers["Idempotency-Key"] for r in hook.requests}) == 1
             (sent,) = hook.delivered
             assert sent.message["events"][0]["model"] == "mistralai/devstral-2512:free"
             status_cmd = cli("status", "--config", str(config))

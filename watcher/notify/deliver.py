@@ -298,12 +298,19 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain whenever something is due or a cycle wakes us, until ``stop``."""
+        unreadable = False
         while not stop.is_set():
             next_at = None
             try:
                 next_at = self.start_due()
             except WatcherError as exc:
-                self.log.error("notify.outbox_unreadable", reason=str(exc))  # noqa: TRY400
+                if not unreadable:  # once when it starts, once when it ends
+                    self.log.error("notify.outbox_unreadable", reason=str(exc))  # noqa: TRY400
+                unreadable = True
+            else:
+                if unreadable:
+                    self.log.info("notify.outbox_readable")
+                unreadable = False
             delay = IDLE if next_at is None else min(IDLE, max(0.05, next_at - self.monotonic()))
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
