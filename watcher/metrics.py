@@ -1,8 +1,9 @@
 """Prometheus metrics of one daemon, in a registry of its own (so tests can run several).
 
 Every metric is named ``openrouter_watcher_*``.  Poll cycles are recorded by :class:`App`;
-the outbox is recorded by the delivery code through the ``notification_*`` methods, and
-the pending gauge is refreshed from the state database at each scrape.
+the outbox is recorded by the delivery code through the ``notification_*`` methods; the
+pending and dead-letter gauges are refreshed from the state database, and the failing
+gauge from the deliverer, at each scrape.
 """
 
 from __future__ import annotations
