@@ -28,7 +28,7 @@ from tests.test_cli import cli
 from tests.test_notify import FAST, Clock, close_app, open_app, write
 from watcher import fetch
 from watcher.app import App
-from watcher.config import Target
+from watcher.config import Target, url_secrets
 from watcher.config import load as load_config
 from watcher.log import Redactor
 from watcher.notify.deliver import AppriseSender
@@ -331,6 +331,10 @@ rules: [rules.yaml]
     assert "TTOKENA123" in settings.secrets  # Slack's "host" is a token
     assert redactor.text(f"GET {fake_openrouter.url} failed") == f"GET {fake_openrouter.url} failed"
     assert redactor.text(f"login watcher:{password} refused") == "login *** refused"
+    assert "mailrelay" not in url_secrets("json://mailrelay/hook")  # a compose service name
+    assert url_secrets("discord://123456789012/TOKENdiscord99") == [
+        "discord://123456789012/TOKENdiscord99", "TOKENdiscord99", "123456789012"]
+    assert url_secrets("json://host:port/x")  # a broken port is no crash
     # The real command: the watch's own URL stays readable in its failure.
     fake_openrouter.set_script([Reply(status=500, body=b"down")])
     failed = cli("once", "--config", str(config))

@@ -398,6 +398,11 @@ PUBLIC_QUERY_KEYS = frozenset({
 })
 
 
+# Schemes whose host is always a place (a compose service name such as ``mailrelay`` too).
+PLACE_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls", "mailto", "mailtos",
+                           "http", "https"})
+
+
 def url_secrets(url: str) -> list[str]:
     """A target URL and the parts of it that may be tokens, for redaction.
 
@@ -411,7 +416,12 @@ def url_secrets(url: str) -> list[str]:
     pieces = [url, parts.password or ""]
     pieces += [seg for seg in parts.path.split("/") if len(seg) >= 8]
     host = parts.hostname or ""
-    if host and "." not in host and ":" not in host and host != "localhost":
+    try:
+        port = parts.port
+    except ValueError:  # not a number: Apprise refuses the URL, redaction must not crash
+        port = None
+    if (host and "." not in host and ":" not in host and host != "localhost"
+            and port is None and parts.scheme.lower() not in PLACE_SCHEMES):
         # A dotless "host" is a token, not a place (as written: hostname is lowercased).
         pieces.append(parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0])
     for pair in parts.query.split("&"):
