@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "target) back in the outbox, due now, with the same idempotency keys. "
                     "Without a running daemon they are sent at once and each target's "
                     "outcome is printed (exit 1 if some failed again); beside a running "
-                    "daemon they are only put back, and the daemon sends them within a "
-                    "minute. A message already older than delivery.max_age is "
+                    "daemon they are only put back, and the daemon sends them within 10 "
+                    "seconds. A message already older than delivery.max_age is "
                     "dead-lettered again if it fails once more.")
     resend.add_argument("targets", nargs="*", metavar="TARGET")
     resend.add_argument("--since", metavar="AGE|TIME",
@@ -470,7 +470,8 @@ def _print_requeued(names: list[str], counts: dict[str, int], *, since: float | 
             print(f"target {name}: {count} dead letter(s) put back in the outbox")
     if beside_daemon and not drop and any(counts.values()):
         print("openrouter-watcher: a daemon is running on this state directory: it sends "
-              "them within a minute (`status` shows how it went)")
+              "them within 10 s (`status` shows how it went; were it a `once`, the next run "
+              "sends them)")
 
 
 async def _send_requeued(settings: config.Settings, store: Store) -> None:
