@@ -448,7 +448,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
         was, now = before.get(name, empty_target_status()), after.get(name, empty_target_status())
         sent = now["sent"] - was["sent"]
         dead = now["dead"] - (was["dead"] - counts[name])  # the resent ones that died again
-        pending = now["pending"] - was["pending"]
+        pending = max(now["pending"] - was["pending"], 0)  # others may have gone out too
         text = f"target {name}: {counts[name]} dead letter(s) resent: {sent} sent"
         if dead or pending:
             code = EXIT_FAILED
