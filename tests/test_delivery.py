@@ -311,7 +311,7 @@ def test_resend_rejects_unknown_targets_and_bad_times(
 
 def test_redaction_masks_the_secrets_of_a_url_not_the_hosts_it_names(
         tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
-    password, token = "smtp-canary-pass-77", "XTOKENslack0123456789"
+    password, token = "smtp-canary-pass-77", "TIiajkdnlazkcOXrIdevi7FQ"
     (tmp_path / "rules.yaml").write_text("rules: []\n")
     config = tmp_path / "config.yaml"
     config.write_text(f"""
@@ -319,8 +319,8 @@ state_dir: state
 watches:
   - {{name: models, url: "{fake_openrouter.url}", interval: 1h, timeout: 5s}}
 targets:
-  mail: "mailto://watcher:{password}@127.0.0.1:{fake_openrouter.port}?smtp=127.0.0.1&port={fake_openrouter.port}&to=team@example.com"
-  team: slack://TTOKENA123/BTOKENB456/{token}
+  mail: "mailto://watcher:{password}@127.0.0.1:{fake_openrouter.port}?smtp=127.0.0.1&port={fake_openrouter.port}&to=team@example.com&from=watcher@example.com"
+  team: slack://T1JJ3T3L2/A1BRTD4JD/{token}
 rules: [rules.yaml]
 """)
     settings = load_config(config)
@@ -328,7 +328,7 @@ rules: [rules.yaml]
     redactor.update(settings.secrets)
     assert password in settings.secrets
     assert token in settings.secrets
-    assert "TTOKENA123" in settings.secrets  # Slack's "host" is a token
+    assert "T1JJ3T3L2" in settings.secrets  # Slack's "host" is a token
     assert redactor.text(f"GET {fake_openrouter.url} failed") == f"GET {fake_openrouter.url} failed"
     assert redactor.text(f"login watcher:{password} refused") == "login *** refused"
     assert "mailrelay" not in url_secrets("json://mailrelay/hook")  # a compose service name
