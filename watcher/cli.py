@@ -39,6 +39,7 @@ from watcher.rules.match import route
 from watcher.store import DB_NAME, EventQuery, Pruned, Store, empty_target_status
 from watcher.timeline import timeline
 from watcher.web.filters import FilterError, Filters
+from watcher.yamldoc import parse_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -401,7 +402,7 @@ def _since(text: str | None, option: str) -> float | None:
     Unix time; None for no limit."""
     if text is None:
         return None
-    seconds = yamldoc.parse_duration(text)
+    seconds = parse_duration(text)
     if seconds is not None:
         return time.time() - seconds
     try:

@@ -850,9 +850,10 @@ def _lock(state_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StateInUseError(f"{state_dir} is in use by another openrouter-watcher (a running "
-                         "daemon?): `run` and `once` need it to themselves; `status`, "
-                         "`history`, `show` and `once --dry-run` work beside it") from None
+        raise StateInUseError(f"{state_dir} is in use by another openrouter-watcher (a "
+                              "running daemon?): `run` and `once` need it to themselves; "
+                              "`status`, `history`, `show`, `once --dry-run` and `resend` "
+                              "work beside it") from None
     except OSError as exc:  # a file system without flock on directories
         os.close(fd)
         raise StateError(f"cannot lock state directory {state_dir}: {exc.strerror}") from None
