@@ -19,9 +19,8 @@ a ``fields:`` glob no event field can match     warning  the event contract (``p
                                                          and the catalogue's fields:
                                                          :data:`SCHEMA_FIELDS` plus those of
                                                          the stored lists
-a ``models:``/``exclude_models:`` glob no       warning  only once state exists: the first and
-stored model ever matched                                newest list of each watch, and every
-                                                         model ``model_added`` reported
+a ``models:``/``exclude_models:`` glob no       warning  only once state exists: every model
+stored model ever matched                                any watch ever listed (its spans)
 a rule, or one of its event types, that can     warning  :func:`_never` (the reasons are there)
 never fire
 a key that changes nothing for the rule's       warning  ``min_change_pct``/``direction`` without

@@ -42,7 +42,7 @@ from watcher.errors import StateError, StateInUseError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -131,6 +131,13 @@ CREATE TABLE IF NOT EXISTS reminders (
     expiration_date TEXT NOT NULL,
     days            INTEGER NOT NULL,
     PRIMARY KEY (watch, model, expiration_date, days)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notices (
+    subject TEXT NOT NULL,                -- a watch's name, or "target NAME"
+    kind    TEXT NOT NULL,                -- auth | held | crashed | dead_letters | ...
+    since   REAL NOT NULL,                -- when the problem was first told (wall clock)
+    told_at REAL NOT NULL,                -- when it was last told (wall clock)
+    PRIMARY KEY (subject, kind)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -641,6 +648,24 @@ class Store:
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read events: {exc}") from None
         return [(r[0], orjson.loads(r[1])) for r in reversed(rows)]
+
+    # Operator notices: what is being told, so that `once` runs tell like the daemon.
+
+    def notices(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """Every problem being told: (subject, kind) -> (since, told at), wall clock."""
+        return {(r[0], r[1]): (float(r[2]), float(r[3])) for r in self._read(
+            "SELECT subject, kind, since, told_at FROM notices")}
+
+    def notice_told(self, subject: str, kind: str, told_at: float) -> None:
+        """A problem of ``subject`` was told at ``told_at`` (its start, the first time)."""
+        with self.transaction() as tx:
+            tx.execute("INSERT INTO notices (subject, kind, since, told_at) VALUES (?,?,?,?) "
+                       "ON CONFLICT (subject, kind) DO UPDATE SET told_at = excluded.told_at",
+                       (subject, kind, told_at, told_at))
+
+    def notice_resolved(self, subject: str, kind: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM notices WHERE subject = ? AND kind = ?", (subject, kind))
 
     # Retention.
 
