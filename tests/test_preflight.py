@@ -181,7 +181,7 @@ def test_a_reload_with_a_target_apprise_refuses_keeps_the_running_config(
             async with new_session() as session:
                 app = App(settings, store, session)
                 try:
-                    return app.reload(asyncio.Event())
+                    return await app.reload(asyncio.Event())
                 finally:
                     app.close()
 
@@ -200,3 +200,46 @@ def test_a_rule_made_in_code_is_pointed_at_by_its_source() -> None:
                         rules=(rule,))
     (warning,) = preflight.warnings(settings)
     assert warning.startswith("x.yaml:3: min_change_pct: rule 'r': min_change_pct changes nothing")
+
+
+async def test_a_reload_compiles_and_test_renders_off_the_event_loop(
+        tmp_path: Path, fake_openrouter) -> None:
+    """A reload whose template takes a while to test-render (close to its work budget)
+    leaves the loop free: other tasks keep running while it loads."""
+    import asyncio
+
+    from watcher.app import App
+    from watcher.fetch import new_session
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"state_dir: state\nwatches:\n  - {{name: models, url: "
+                    f"'{fake_openrouter.url}', interval: 10m}}\n"
+                    "targets: {console: 'console://'}\n")
+    settings = config.load(path)
+    heavy = ("{% for i in range(900) %}{% for j in range(500) %}{% endfor %}{% endfor %}"
+             "{{ title }}")
+    path.write_text(path.read_text().replace(
+        "targets: {console: 'console://'}",
+        f"targets:\n  console: {{url: 'console://', body: \"{heavy}\"}}"))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    with Store.open(tmp_path / "state") as store:
+        async with new_session() as session:
+            app = App(settings, store, session)
+            beat = asyncio.create_task(ticker())
+            try:
+                await asyncio.sleep(0.01)
+                before = ticks
+                assert await app.reload(asyncio.Event()) is True
+                during = ticks - before
+            finally:
+                beat.cancel()
+                app.close()
+    assert app.settings.targets["console"].body is not None
+    assert during >= 5, f"the loop ran {during} times while the reload loaded"

@@ -335,7 +335,7 @@ class App:
                 await _first_of(stop, reload)
                 if reload.is_set() and not stop.is_set():
                     reload.clear()
-                    self.reload(stop)
+                    await self.reload(stop)
         finally:
             polls = list(self._polls.values())
             for task in polls:
@@ -386,10 +386,14 @@ class App:
         self._polls[watch.name] = asyncio.create_task(self._poll(watch, stop),
                                                       name=f"watch:{watch.name}")
 
-    def reload(self, stop: asyncio.Event) -> bool:
-        """Load the config file again and apply it only if it loads cleanly."""
+    async def reload(self, stop: asyncio.Event) -> bool:
+        """Load the config file again and apply it only if it loads cleanly.
+
+        Reading and compiling the files (and test-rendering the templates) happens in a
+        worker thread: the polls and the deliverer go on meanwhile.
+        """
         try:
-            settings = load_config(self.settings.path)
+            settings = await asyncio.to_thread(load_config, self.settings.path)
             found = preflight.verify(settings, self.store)
         except ConfigError as exc:
             self.log.error("config.reload_failed", reason=log.redactor.text(str(exc)),  # noqa: TRY400
