@@ -522,3 +522,57 @@ http: {{listen: "127.0.0.1:{port}"}}
                 daemon.kill()
     finally:
         hook.stop()
+
+
+def test_polls_go_on_while_the_disk_is_full_and_the_change_is_told_once_there_is_room(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    """A full disk under the state does not stop the daemon: each poll fails to record
+    (logged once, told to the operator), the baseline stays, and once there is room the
+    change is recorded and sent, once."""
+    with small_disk(tmp_path / "state") as disk:
+        ops = WebhookSink().start()
+        port = _free_port()
+        try:
+            (tmp_path / "rules.yaml").write_text(
+                "rules:\n  - {name: exp, on: [expiration_set], notify: [hook]}\n")
+            config = tmp_path / "config.yaml"
+            config.write_text(f"""
+state_dir: state
+watches:
+  - {{name: models, url: "{fake_openrouter.url}", interval: 1s, timeout: 5s}}
+targets:
+  hook: {webhook.url()}
+  ops: {ops.url()}
+operator: {{notify: [ops]}}
+rules: [rules.yaml]
+http: {{listen: "127.0.0.1:{port}"}}
+""")
+            fake_openrouter.set_script([24])
+            assert cli("once", "--config", str(config)).returncode == 0  # the baseline
+            daemon = Daemon(config).start()
+            try:
+                daemon.wait_started()
+                fill(disk / "filler")
+                fake_openrouter.set_script([25])  # one expiry, while nothing can be written
+                wait_for(lambda: "state.unwritable" in daemon.logs(), what="the failed record")
+                served = fake_openrouter.served
+                wait_for(lambda: fake_openrouter.served >= served + 2, what="two more polls")
+                assert daemon.proc is not None
+                assert daemon.proc.poll() is None, "the daemon goes on"
+                assert daemon.logs().count("state.unwritable") == 1
+                assert not webhook.requests
+                wait_for(lambda: any("cannot record" in said(r) for r in ops.requests),
+                         what="the operator notice")
+                (disk / "filler").unlink()
+                wait_for(lambda: webhook.delivered, what="the change, told once there is room")
+                wait_for(lambda: "state.writable" in daemon.logs(), what="the recovery")
+                time.sleep(2.5)  # two more polls: nothing is told twice
+                assert daemon.stop() == 0
+            finally:
+                if daemon.proc and daemon.proc.poll() is None:
+                    daemon.kill()
+        finally:
+            ops.stop()
+    (sent,) = webhook.delivered
+    assert [e["model"] for e in sent.message["events"]] == ["mistralai/devstral-2512:free"]
+    assert any("recovered" in said(r) for r in ops.requests)

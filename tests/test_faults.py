@@ -326,3 +326,32 @@ async def test_a_response_the_core_cannot_diff_becomes_the_baseline_with_a_notic
 
 def json_ids(number: int) -> set[str]:
     return {m["id"] for m in json.loads(snapshot_bytes(number))["data"]}
+
+
+def test_once_from_a_timer_tells_a_lasting_problem_once_and_its_end_once(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    """Each `once` is a new process: what is being told lives in the state database, so a
+    401 that lasts is told once per repeat_interval, and "recovered" once."""
+    from tests.test_cli import cli
+
+    ops = WebhookSink().start()
+    try:
+        path = tmp_path / "config.yaml"
+        path.write_text(f"state_dir: state\nwatches: [{{name: models, url: '{fake_openrouter.url}', "
+                        "interval: 1h, api_key_env: KEY}]\n"
+                        f"targets: {{ops: '{ops.url()}'}}\n"
+                        "operator: {notify: [ops], repeat_interval: 1h}\n")
+        env = {"KEY": "sk-or-v1-timer"}
+        fake_openrouter.set_script([10])
+        assert cli("once", "--config", str(path), env=env).returncode == 0
+        fake_openrouter.set_script([Reply(status=401)])
+        codes = [cli("once", "--config", str(path), env=env).returncode for _ in range(3)]
+        fake_openrouter.set_script([10])
+        codes += [cli("once", "--config", str(path), env=env).returncode for _ in range(2)]
+        titles = [r.message["title"] for r in ops.delivered]
+    finally:
+        ops.stop()
+    assert codes == [1, 1, 1, 0, 0]
+    assert titles == ["openrouter-watcher: models: problem", "openrouter-watcher: models: recovered"]
+    with Store.open(tmp_path / "state") as store:
+        assert store.notices() == {}

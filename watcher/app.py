@@ -84,12 +84,13 @@ class App:
             # Waits run on the monotonic clock; a test that sets its own wall clock drives
             # the waits with it too, unless it gives a monotonic clock of its own.
             monotonic = time.monotonic if clock is utcnow else wall
-        self.operator = OperatorNotices(settings, senders, clock=wall, monotonic=monotonic)
+        self.operator = OperatorNotices(settings, senders, clock=wall, monotonic=monotonic,
+                                        memory=store)
         self.deliverer = Deliverer(settings, store, senders, clock=wall, monotonic=monotonic,
                                    metrics=self.metrics, operator=self.operator)
         self._baselines: dict[str, snapshot.Snapshot | None] = {}
         self._failing: dict[str, str] = {}
-        self.fatal: StateError | None = None
+        self._unrecorded: set[str] = set()  # watches whose last cycle could not be recorded
         self.log = log.get()
         self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
         self.status.configure(settings.watches, pairs(settings))
@@ -304,6 +305,23 @@ class App:
             pending = None
         return self.status.summary(pending=pending)
 
+    def _state_unwritable(self, watch: Watch, exc: StateError) -> None:
+        reason = log.redactor.text(str(exc))
+        self._observe(watch, CycleResult(watch.name, "failed", error=reason))
+        if watch.name not in self._unrecorded:
+            self.log.error("state.unwritable", watch=watch.name, reason=reason,
+                           note="polls go on; nothing is recorded or sent until it can be")
+        self._unrecorded.add(watch.name)
+        self.operator.problem(watch.name, "state", f"cannot record what this watch sees: "
+                              f"{reason}. Its changes are found again once the state can be "
+                              "written.")
+
+    def _state_writable(self, watch: Watch) -> None:
+        if watch.name in self._unrecorded:
+            self._unrecorded.discard(watch.name)
+            self.log.info("state.writable", watch=watch.name)
+            self.operator.resolved(watch.name, "state", "the state can be written again")
+
     def _note_failure(self, watch: str, reason: str) -> None:
         if watch not in self._failing:
             self.log.warning("watch.failing", watch=watch, reason=reason)
@@ -448,11 +466,12 @@ class App:
             self.status.cycle_started(watch.name)
             try:
                 self._observe(watch, await self.guarded_cycle(watch))
+                self._state_writable(watch)
             except StateError as exc:
-                # Never poll on without a place to record what we see: stop the daemon.
-                self.fatal = exc
-                stop.set()
-                return
+                # Nothing this cycle found is recorded, and the baseline in memory did not
+                # move: the next poll finds the same changes again, and records them once the
+                # state can be written (a full disk that got room again).
+                self._state_unwritable(watch, exc)
             # Fixed rate: the next tick does not drift by how long the cycle took.
             next_tick += watch.interval
             now = loop.time()

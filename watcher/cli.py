@@ -479,7 +479,7 @@ async def _send_requeued(settings: config.Settings, store: Store) -> None:
     """Send what is due now (the dead letters just put back), as ``once`` would."""
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify") as executor:
         senders = build_senders(settings, executor)
-        operator = OperatorNotices(settings, senders)
+        operator = OperatorNotices(settings, senders, memory=store)
         await Deliverer(settings, store, senders, operator=operator).drain()
         await operator.wait()
 
@@ -523,8 +523,6 @@ async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) 
                 await listener.cleanup()
             if notifier is not None:
                 notifier.close()
-    if app.fatal is not None:
-        raise app.fatal
     return EXIT_OK
 
 

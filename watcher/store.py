@@ -22,6 +22,7 @@ while the daemon holds it open.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -282,7 +283,11 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             os.close(lock)
             reason = exc.strerror if isinstance(exc, OSError) else exc
-            raise StateError(f"{path}: cannot use the state database: {reason}. {_ASIDE}") from None
+            full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+                isinstance(exc, sqlite3.Error) and _hint(exc))
+            advice = ("Is its disk full? Free some space and start again; the database is not "
+                      "the problem, keep it." if full else _ASIDE)
+            raise StateError(f"{path}: cannot use the state database: {reason}. {advice}") from None
         except StateError:
             os.close(lock)
             raise
@@ -354,12 +359,15 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk) may leave the transaction open: end
+                # it, or every later write would fail even once there is room again.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: write failed: {exc}") from None
+            raise StateError(f"{self.path}: write failed: {exc}{_hint(exc)}") from None
 
     def latest_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The baseline of ``watch``: its newest stored snapshot, or None before the first."""
@@ -888,6 +896,15 @@ def _lock(state_dir: Path) -> int:
 def _all_in(ids: str | None, gone: set[int]) -> bool:
     """Whether every id of a ``group_concat`` list (None: none) is in ``gone``."""
     return ids is None or all(int(i) in gone for i in ids.split(","))
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    """What a person can do about a write that failed for want of space."""
+    text = str(exc).lower()
+    if "full" in text or "disk i/o" in text:
+        return (" (is the disk of the state directory full? Nothing is lost: what could not be "
+                "written is found again by the next poll once there is room)")
+    return ""
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:

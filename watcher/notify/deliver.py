@@ -521,6 +521,14 @@ class Deliverer:
         return [log.redactor.text(text) for text in out]
 
 
+class NoticeMemory(Protocol):
+    """Where the problems being told are kept between processes (the state database)."""
+
+    def notices(self) -> dict[tuple[str, str], tuple[float, float]]: ...
+    def notice_told(self, subject: str, kind: str, told_at: float) -> None: ...
+    def notice_resolved(self, subject: str, kind: str) -> None: ...
+
+
 class OperatorNotices:
     """The watcher's own trouble, told to the ``operator`` targets.
 
@@ -529,18 +537,37 @@ class OperatorNotices:
     told once.  Notices are sent straight away in the background, outside the outbox (so
     they go out even when the state cannot be written): they repeat while the problem
     lasts, and the log has every one of them.
+
+    With a ``memory`` (the state database), what is being told outlives the process: a
+    ``once`` run from a timer tells a lasting problem once per ``repeat_interval`` and its
+    end once, as the daemon does.  Within a process the monotonic clock times the repeats;
+    across processes the stored wall-clock time does.  A memory that cannot be written is
+    logged and the notices go out all the same.
     """
 
     def __init__(self, settings: Settings, senders: Mapping[str, Sender], *,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 memory: NoticeMemory | None = None) -> None:
         self.settings = settings
         self.senders = senders
         self.clock = clock
         self.monotonic = monotonic
+        self.memory = memory
         self.log = log.get()
         self._active: dict[tuple[str, str], float] = {}  # (subject, kind) -> last told
         self._tasks: set[asyncio.Task[None]] = set()
+        if memory is not None:
+            try:
+                stored = memory.notices()
+            except WatcherError as exc:
+                self.log.error("operator.memory_unreadable", reason=str(exc))  # noqa: TRY400
+                stored = {}
+            now, wall = self.monotonic(), self.clock()
+            for key, (_since, told_at) in stored.items():
+                # As long ago, on this process's clock, as the stored time says (a stored
+                # time in the future counts as now).
+                self._active[key] = now - max(0.0, wall - told_at)
 
     def problem(self, subject: str, kind: str, text: str, *, exclude: Iterable[str] = ()) -> None:
         """``subject`` (a watch's name, or ``target NAME``) has a problem of ``kind``;
@@ -550,14 +577,25 @@ class OperatorNotices:
         if last is not None and now - last < self.settings.operator.repeat_interval:
             return
         self._active[subject, kind] = now
+        self._remember(lambda memory: memory.notice_told(subject, kind, self.clock()))
         self.log.warning("operator.problem", subject=subject, kind=kind, message=text)
         self._tell(f"openrouter-watcher: {subject}: problem", text, exclude)
 
     def resolved(self, subject: str, kind: str, text: str) -> None:
         if self._active.pop((subject, kind), None) is None:
             return
+        self._remember(lambda memory: memory.notice_resolved(subject, kind))
         self.log.info("operator.resolved", subject=subject, kind=kind, message=text)
         self._tell(f"openrouter-watcher: {subject}: recovered", text, ())
+
+    def _remember(self, write: Callable[[NoticeMemory], None]) -> None:
+        if self.memory is None:
+            return
+        try:
+            write(self.memory)
+        except WatcherError as exc:
+            self.log.error("operator.memory_unwritable", reason=str(exc),  # noqa: TRY400
+                           note="the notice is sent; a later `once` may repeat it")
 
     def _tell(self, title: str, text: str, exclude: Iterable[str]) -> None:
         key = f"operator-{self.clock():.0f}"
