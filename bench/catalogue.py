@@ -75,7 +75,7 @@ def synthetic_pairs(size: int, a: int = 10, b: int = 11, seed: int = 6) -> tuple
     rnd = random.Random(seed)
     old_items: list[dict[str, Any]] = orjson.loads(real_body(a))["data"]
     new_items: list[dict[str, Any]] = orjson.loads(real_body(b))["data"]
-    clones = _clones(old_items, size - len(old_items))
+    clones = clones_of(old_items, size - len(old_items))
     old = old_items + clones
     rnd.shuffle(old)
     new = new_items + clones
@@ -90,7 +90,8 @@ def synthetic_pairs(size: int, a: int = 10, b: int = 11, seed: int = 6) -> tuple
                  changed=False, today=today))
 
 
-def _clones(templates: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+def clones_of(templates: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """``count`` copies of ``templates`` (in turn) under new ids, names and slugs."""
     out = []
     for n in range(count):
         template = templates[n % len(templates)]

@@ -34,21 +34,54 @@ from watcher.store import DB_NAME
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class ReplayServer:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1 in its own thread; subclasses add the routes."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class ReplayServer(LoopbackServer):
     """Serves ``/w/<watch>/api/v1/models``: each watch its own walk through the snapshots."""
 
     def __init__(self, repeats: int, seed: int = 6) -> None:
+        super().__init__()
         self.repeats = repeats
         self.bodies = [real_body(n) for n in real_numbers()]
         self.items = [orjson.loads(b)["data"] for b in self.bodies]
         self.served: dict[str, int] = {}
         self.rnd = random.Random(seed)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     def url(self, watch: str) -> str:
         return f"http://127.0.0.1:{self.port}/w/{watch}/api/v1/models"
@@ -72,23 +105,8 @@ class ReplayServer:
             body = orjson.dumps({"data": items})
         return web.Response(body=body, content_type="application/json")
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/w/{watch}/api/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def _status_kb(pid: int) -> dict[str, int]:

@@ -160,7 +160,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def _ok(met: bool | None) -> str:
+def verdict(met: bool | None) -> str:
     return "n/a" if met is None else ("met" if met else "MISSED")
 
 
@@ -174,7 +174,7 @@ def table(result: dict[str, Any]) -> str:
 
     def add(what: str, value: str, ratio: str = "", target: str = "", met: bool | None = None,
             ) -> None:
-        rows.append((what, value, ratio, target, _ok(met) if target else ""))
+        rows.append((what, value, ratio, target, verdict(met) if target else ""))
 
     def ms(v: float) -> str:
         return f"{v:,.2f} ms" if v < 100 else f"{v:,.0f} ms"
@@ -270,8 +270,12 @@ def table(result: dict[str, Any]) -> str:
         add("  mean RSS, first -> last quarter", f"{d['first_quarter_mean_mb']:.1f} -> "
             f"{d['last_quarter_mean_mb']:.1f} MB", "", "")
 
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    head = ("measurement", "median", "ratio", "target", "")
+    return markdown(("measurement", "median", "ratio", "target", ""), rows)
+
+
+def markdown(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A Markdown table with aligned columns."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]

@@ -95,6 +95,9 @@ CREATE INDEX IF NOT EXISTS events_time ON events(detected_at);
 CREATE INDEX IF NOT EXISTS events_model ON events(model);
 CREATE INDEX IF NOT EXISTS events_watch ON events(watch, id);
 CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
+-- Deleting a check (retention) looks up the rows that refer to it: without these, every
+-- pruned check scanned all events and outbox rows (700 ms per batch at 2,000 changed polls).
+CREATE INDEX IF NOT EXISTS events_check ON events(check_id);
 CREATE TABLE IF NOT EXISTS outbox (
     id           INTEGER PRIMARY KEY,
     check_id     INTEGER NOT NULL REFERENCES checks(id),
@@ -118,6 +121,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, due_at);
 CREATE INDEX IF NOT EXISTS outbox_change ON outbox(target, change_key);
 CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event_id);
 CREATE INDEX IF NOT EXISTS outbox_dup ON outbox(dup_of) WHERE dup_of IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_check ON outbox(check_id);
 CREATE TABLE IF NOT EXISTS account_gaps (
     watch TEXT NOT NULL,                  -- a /models/user watch
     model TEXT NOT NULL,                  -- listed by OpenRouter, not in the account's list
