@@ -351,7 +351,8 @@ def prune(state_dir: Path, end: float) -> dict[str, Any]:
     db = state_dir / DB_NAME
     store = Store.open(state_dir)
     steps: list[float] = []
-    pruned = None
+    kinds: list[str] = []  # what each step removed
+    before: dict[str, int] = {}
     started = time.perf_counter()
     batches = store.prune(Retention(), end)
     while True:
@@ -360,8 +361,11 @@ def prune(state_dir: Path, end: float) -> dict[str, Any]:
         steps.append((time.perf_counter() - t) * 1e3)
         if pruned is None:
             break
-        last = pruned
+        now = dict(vars(pruned))  # the generator yields one object, updated
+        kinds.append(",".join(k for k, v in now.items() if v != before.get(k, 0)) or "none")
+        before = now
     total = time.perf_counter() - started
+    longest = sorted(range(len(kinds)), key=lambda i: -steps[i])[:5]
     store.close()
     after = used_bytes(db)
     store = Store.open(state_dir)
@@ -371,7 +375,8 @@ def prune(state_dir: Path, end: float) -> dict[str, Any]:
     store.close()
     return {"batches": len(steps) - 1, "seconds": round(total, 2),
             "longest_batch_ms": max(steps), "median_batch_ms": statistics.median(steps),
-            "removed": vars(last), "used_bytes_after": after, "file_bytes_before_vacuum": before_file,
+            "longest": [{"ms": steps[i], "step": i, "removed": kinds[i]} for i in longest],
+            "removed": before, "used_bytes_after": after, "file_bytes_before_vacuum": before_file,
             "file_bytes_after_vacuum": after_file, "vacuum_seconds": round(vacuum_s, 1)}
 
 
@@ -450,10 +455,18 @@ def main(argv: list[str] | None = None) -> None:
         "platform": platform.platform(), "cpus": os.cpu_count(), "sqlite": sqlite3.sqlite_version,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
+    out = args.out or RESULTS / f"history-{result['when'].replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def done(what: str) -> None:
+        # Written after every part: a long run stopped early still leaves its figures.
+        result["seconds"] = round(time.monotonic() - started, 1)
+        out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        _note(f"{what} done", started)
+
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp_name:
         state_dir = Path(tmp_name) / "state"
         built = build(state_dir, args)
-        _note(f"history built: {built['build_seconds']} s", started)
         result["history"] = {k: v for k, v in built.items() if k not in ("versions", "end")}
         counts = sorted(built["versions"].values())
         result["history"]["versions_per_model"] = {"min": counts[0], "median": counts[len(counts) // 2],
@@ -462,8 +475,9 @@ def main(argv: list[str] | None = None) -> None:
         result["size"] = sizes(db, built)
         models = sample_models(built["versions"])
         result["sampled"] = {g: {m: built["versions"][m] for m in ms} for g, ms in models.items()}
+        done("history and sizes")
         result["timeline"] = timelines(state_dir, models)
-        _note("timelines done", started)
+        done("timelines")
         if not args.no_daemon:
             with Store.open(state_dir, readonly=True) as store:
                 latest = store.latest_snapshot(WATCH)
@@ -471,20 +485,16 @@ def main(argv: list[str] | None = None) -> None:
                 raise AssertionError("no baseline")
             result["requests"] = requests(db, list(itertools.chain(*models.values())),
                                           args.requests, latest.encode())
-            _note("requests done", started)
+            done("requests")
         result["prune"] = prune(state_dir, built["end"])
-        _note("prune and vacuum done", started)
+        done("prune and vacuum")
     if not args.no_migration:
         result["migration"] = migration(args.snapshots, args.models, args.seed)
-        _note("migration done", started)
+        done("migration")
     if not args.no_real:
         result["real"] = real_steps(args.quick)
-        _note("real steps done", started)
-    result["seconds"] = round(time.monotonic() - started, 1)
+        done("real steps")
     print(table(result))
-    out = args.out or RESULTS / f"history-{result['when'].replace(':', '')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"\nfigures written to {out}")
 
 
