@@ -713,7 +713,7 @@ class Store:
             if age is None:
                 continue
             for batch in find(now - age):
-                if not dry_run:
+                if batch and not dry_run:
                     with self.transaction() as tx:
                         tx.executemany(delete, [(i,) for i in batch])
                 if delete.startswith("DELETE FROM outbox"):
@@ -722,20 +722,28 @@ class Store:
                 yield done
         yield done
 
-    def _windows(self, sql: str, args: Sequence[Any]) -> Iterator[list[Any]]:
-        """The rows of ``sql`` (which selects ``id`` first and takes ``id > ?`` as its last
-        parameter, ordered by id) a window of PRUNE_BATCH * 10 at a time."""
-        after = 0
-        while rows := self._read(sql + f" LIMIT {PRUNE_BATCH * 10}", (*args, after)):
-            yield rows
-            after = rows[-1][0]
+    def _windows(self, table: str, sql: str, args: Sequence[Any]) -> Iterator[list[Any]]:
+        """The rows of ``sql`` over ``table`` (``sql`` selects ``id`` first, takes ``id > ?
+        AND id <= ?`` as its last parameters and orders by id), PRUNE_BATCH * 10 ids at a
+        time, each window's rows (maybe none) in turn.
+
+        Each read is then bounded by the window, however few of its rows match: a read
+        that ran until it found enough matches walked the whole table when none did, and
+        one that let an index on the state pick the rows sorted them all on every read
+        (80 ms at 10,000 changed polls, more as the outbox grows).
+        """
+        ((top,),) = self._read(f"SELECT MAX(id) FROM {table}")  # noqa: S608 - our table names
+        span = PRUNE_BATCH * 10
+        for after in range(0, top or 0, span):
+            yield self._read(sql, (*args, after, after + span))
 
     def _old_unchanged_checks(self, cutoff: float) -> Iterator[list[int]]:
         """Unchanged checks before ``cutoff`` but the newest of each watch and UTC day."""
         newest: dict[tuple[str, str], int] = {}
         for rows in self._windows(
-                "SELECT id, watch, substr(at, 1, 10) FROM checks WHERE outcome = 'unchanged' "
-                "AND events = 0 AND at < ? AND id > ? ORDER BY id", (iso(cutoff),)):
+                "checks", "SELECT id, watch, substr(at, 1, 10) FROM checks WHERE "
+                "outcome = 'unchanged' AND events = 0 AND at < ? AND id > ? AND id <= ? "
+                "ORDER BY id", (iso(cutoff),)):
             drop: list[int] = []
             for row_id, watch, day in rows:  # ids grow with time: a later row of a day wins
                 earlier = newest.get((watch, day))
@@ -749,17 +757,20 @@ class Store:
         """Outbox rows in ``states`` done before ``cutoff`` that no row but those ``gone``
         points at."""
         marks = ",".join("?" * len(states))
+        # "+o.state": walk the window by id, not every row in those states by their index.
         for rows in self._windows(
+                "outbox",
                 "SELECT o.id, (SELECT group_concat(d.id) FROM outbox d WHERE d.dup_of = o.id) "  # noqa: S608
-                f"FROM outbox o WHERE o.state IN ({marks}) AND o.done_at < ? AND o.id > ? "
-                "ORDER BY o.id", (*states, cutoff)):
+                f"FROM outbox o WHERE +o.state IN ({marks}) AND o.done_at < ? AND o.id > ? "
+                "AND o.id <= ? ORDER BY o.id", (*states, cutoff)):
             yield from _batches([row_id for row_id, dups in rows if _all_in(dups, gone)])
 
     def _old_events(self, cutoff: float, gone: set[int]) -> Iterator[list[int]]:
         """Events before ``cutoff`` that no outbox row but those ``gone`` refers to."""
         for rows in self._windows(
+                "events",
                 "SELECT e.id, (SELECT group_concat(o.id) FROM outbox o WHERE o.event_id = e.id) "
-                "FROM events e WHERE e.detected_at < ? AND e.id > ? ORDER BY e.id",
+                "FROM events e WHERE e.detected_at < ? AND e.id > ? AND e.id <= ? ORDER BY e.id",
                 (iso(cutoff),)):
             yield from _batches([row_id for row_id, refs in rows if _all_in(refs, gone)])
 
@@ -912,7 +923,9 @@ def _hint(exc: sqlite3.Error) -> str:
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
-    for k in range(0, len(ids), PRUNE_BATCH):
+    """``ids`` PRUNE_BATCH at a time; one empty batch when there are none (a window read
+    that found nothing is still a step of its own)."""
+    for k in range(0, max(1, len(ids)), PRUNE_BATCH):
         yield ids[k:k + PRUNE_BATCH]
 
 
