@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="stored snapshots of the schema-2 database to migrate (10,000)")
     parser.add_argument("--requests", type=int, default=200, help="requests per page (200)")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--no-history", action="store_true",
+                        help="skip the synthetic history (sizes, timelines, requests, prune)")
     parser.add_argument("--no-daemon", action="store_true", help="skip the requests to `run`")
     parser.add_argument("--no-migration", action="store_true", help="skip the schema-2 migration")
     parser.add_argument("--no-real", action="store_true", help="skip the real-step commit ratios")
@@ -454,27 +456,9 @@ def real_steps(quick: bool) -> dict[str, Any]:
             "cycle_vs_loads_unchanged_all": ratio(unchanged, "cycle_ms")}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.table:
-        print(table(orjson.loads(args.table.read_bytes())))
-        return
-    started = time.monotonic()
-    result: dict[str, Any] = {
-        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "python": sys.version.split()[0], "machine": platform.machine(),
-        "platform": platform.platform(), "cpus": os.cpu_count(), "sqlite": sqlite3.sqlite_version,
-        "args": {k: str(v) for k, v in vars(args).items()},
-    }
-    out = args.out or RESULTS / f"history-{result['when'].replace(':', '')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def done(what: str) -> None:
-        # Written after every part: a long run stopped early still leaves its figures.
-        result["seconds"] = round(time.monotonic() - started, 1)
-        out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        _note(f"{what} done", started)
-
+def history(args: argparse.Namespace, result: dict[str, Any], done: Callable[[str], None]
+            ) -> None:
+    """Build the synthetic history, then measure its sizes, timelines, pages and prune."""
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp_name:
         state_dir = Path(tmp_name) / "state"
         built = build(state_dir, args)
@@ -499,6 +483,31 @@ def main(argv: list[str] | None = None) -> None:
             done("requests")
         result["prune"] = prune(state_dir, built["end"])
         done("prune and vacuum")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.table:
+        print(table(orjson.loads(args.table.read_bytes())))
+        return
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "python": sys.version.split()[0], "machine": platform.machine(),
+        "platform": platform.platform(), "cpus": os.cpu_count(), "sqlite": sqlite3.sqlite_version,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    out = args.out or RESULTS / f"history-{result['when'].replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def done(what: str) -> None:
+        # Written after every part: a long run stopped early still leaves its figures.
+        result["seconds"] = round(time.monotonic() - started, 1)
+        out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        _note(f"{what} done", started)
+
+    if not args.no_history:
+        history(args, result, done)
     if not args.no_migration:
         result["migration"] = migration(args.snapshots, args.models, args.seed)
         done("migration")
@@ -519,6 +528,16 @@ def table(result: dict[str, Any]) -> str:
     def ms(v: float) -> str:
         return f"{v:,.1f} ms" if v < 100 else f"{v:,.0f} ms"
 
+    if "history" in result:
+        _history_rows(result, add, ms)
+    _later_rows(result, add)
+    return markdown(("measurement", "figure", "target", ""), rows)
+
+
+Add = Callable[..., None]
+
+
+def _history_rows(result: dict[str, Any], add: Add, ms: Callable[[float], str]) -> None:
     h, size = result["history"], result["size"]
     per_model = h["versions_per_model"]
     add(f"History: {h['changed_polls']:,} changed polls ({h['events']:,} events, one alert each, "
@@ -534,7 +553,7 @@ def table(result: dict[str, Any]) -> str:
     add("    of a changed poll: " + ", ".join(f"{name} {b / 1e3:.2f} KB" for name, b in top), "")
     p = result.get("prune")
     if p is None:
-        return markdown(("measurement", "figure", "target", ""), rows)
+        return
     removed = p["removed"]
     add(f"  after `prune` (default retention: {removed['unchanged_checks']:,} checks, "
         f"{removed['messages']:,} messages gone)", f"{p['used_bytes_after'] / 1e6:,.0f} MB")
@@ -558,6 +577,9 @@ def table(result: dict[str, Any]) -> str:
         for name, r in result["requests"].items():
             add(f"  {name} ({r['requests']} requests, median {ms(r['median_ms'])})",
                 ms(r["p95_ms"]), "<= 50 ms", r["p95_ms"] <= 50)
+
+
+def _later_rows(result: dict[str, Any], add: Add) -> None:
     if "migration" in result:
         m = result["migration"]
         add(f"Migration of a schema-2 database: {m['snapshots']:,} snapshots of {m['models']} "
@@ -576,7 +598,6 @@ def table(result: dict[str, Any]) -> str:
         add("  in-memory cycle alone vs loads (changed)", f"{r['cycle_vs_loads_changed_all']:.2f}x")
         add("  unchanged step: cycle, and with its commit, vs loads",
             f"{r['cycle_vs_loads_unchanged_all']:.2f}x, {r['commit_vs_loads_unchanged_all']:.2f}x")
-    return markdown(("measurement", "figure", "target", ""), rows)
 
 
 if __name__ == "__main__":
