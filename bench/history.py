@@ -540,17 +540,17 @@ Add = Callable[..., None]
 def _history_rows(result: dict[str, Any], add: Add, ms: Callable[[float], str]) -> None:
     h, size = result["history"], result["size"]
     per_model = h["versions_per_model"]
-    add(f"History: {h['changed_polls']:,} changed polls ({h['events']:,} events, one alert each, "
-        f"sent) + {h['unchanged_checks']:,} unchanged checks, {h['models']} models, "
-        f"{h['first_at'][:10]} .. {h['last_at'][:10]}; versions per model "
+    add(f"History: {h['changed_polls']:,} changed polls + {h['unchanged_checks']:,} unchanged "
+        f"checks, {h['models']} models, {h['first_at'][:10]} .. {h['last_at'][:10]}", "")
+    add(f"  {h['events']:,} events, one alert each, sent; versions per model "
         f"{per_model['min']}-{per_model['max']:,} (median {per_model['median']:,})", "")
     add("  database, used pages after a WAL checkpoint", f"{size['used_bytes'] / 1e6:,.0f} MB")
     add("  per changed poll (average: all it writes, its check included)",
         f"{size['per_changed_poll'] / 1e3:.2f} KB", "<= 6 KB", size["per_changed_poll"] <= 6000)
+    top = sorted(size["per_changed_poll_by_table"].items(), key=lambda kv: -kv[1])[:6]
+    add("    of it: " + ", ".join(f"{name} {b / 1e3:.2f} KB" for name, b in top[:4]), "")
     add("  per unchanged check", f"{size['per_unchanged_check']:.0f} B", "<= 100 B",
         size["per_unchanged_check"] <= 100)
-    top = sorted(size["per_changed_poll_by_table"].items(), key=lambda kv: -kv[1])[:6]
-    add("    of a changed poll: " + ", ".join(f"{name} {b / 1e3:.2f} KB" for name, b in top), "")
     p = result.get("prune")
     if p is None:
         return
