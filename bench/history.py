@@ -210,7 +210,7 @@ def build(state_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             "models": args.models, "events": events_total, "baseline_bytes": baseline_bytes,
             "first_at": iso(START), "last_at": iso(START + polls * step), "end": START + (polls + 1) * step,
             "build_seconds": round(time.monotonic() - started, 1),
-            "commit_cycle_ms_mean": 1e3 * timings["changed"] / max(1, args.changed),
+            "changed_poll_ms_mean": 1e3 * timings["changed"] / max(1, args.changed),
             "record_check_us_mean": 1e6 * timings["unchanged"] / max(1, args.unchanged),
             "versions": dict(versions), "last_digest": current.digest}
 
@@ -292,7 +292,7 @@ class CatalogueServer(LoopbackServer):
         app.router.add_get("/api/v1/models", self._models)
 
 
-def requests(history: Path, models: list[str], count: int, body: bytes) -> dict[str, Any]:
+def page_requests(history: Path, models: list[str], count: int, body: bytes) -> dict[str, Any]:
     """p95 of ``count`` requests per page to a real daemon on a copy of the history."""
     with tempfile.TemporaryDirectory(prefix="bench-history-run-") as tmp_name, \
             CatalogueServer(body) as server:
@@ -478,7 +478,7 @@ def history(args: argparse.Namespace, result: dict[str, Any], done: Callable[[st
                 latest = store.latest_snapshot(WATCH)
             if latest is None:
                 raise AssertionError("no baseline")
-            result["requests"] = requests(db, list(itertools.chain(*models.values())),
+            result["requests"] = page_requests(db, list(itertools.chain(*models.values())),
                                           args.requests, latest.encode())
             done("requests")
         result["prune"] = prune(state_dir, built["end"])
