@@ -479,7 +479,7 @@ def history(args: argparse.Namespace, result: dict[str, Any], done: Callable[[st
             if latest is None:
                 raise AssertionError("no baseline")
             result["requests"] = page_requests(db, list(itertools.chain(*models.values())),
-                                          args.requests, latest.encode())
+                                               args.requests, latest.encode())
             done("requests")
         result["prune"] = prune(state_dir, built["end"])
         done("prune and vacuum")
