@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.changed //= 10
         args.unchanged //= 10
-        args.snapshots //= 10
+        args.snapshots = max(1, args.snapshots // 10)
     return args
 
 
@@ -194,8 +194,9 @@ def build(state_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
                         change_key=change_key(SCOPE, e)) for i, e in enumerate(events)]
         store.commit_cycle(WATCH, at, new, "changed", events, alerts, now=now,
                            same_change_window=3 * step)
-        # The deliverer: each due message sent, then marked so.
-        for group in store.due_groups(now, TARGET):
+        # The deliverer: the due rows as messages, each sent, then marked so.
+        groups, _ = store.groups([p.id for p in store.pending() if p.due_at <= now])
+        for group in groups:
             store.mark_sent(group.rows, now)
         timings["changed"] += time.perf_counter() - t
         events_total += len(events)
