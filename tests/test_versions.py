@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.fakes import snapshot_bytes
 from tests.test_diff_properties import catalogue, snap
 from watcher import snapshot
-from watcher.diff import as_decimal, diff_model
+from watcher.diff import as_decimal, diff, diff_model
 from watcher.events import Event, events_from_changes, make_event, summary
 from watcher.store import Store
 from watcher.timeline import timeline
@@ -24,8 +24,8 @@ histories = st.lists(st.one_of(catalogue, st.none()), min_size=1, max_size=8)
 
 
 def commit_history(store: Store, watch: str, polls: list[dict | None]) -> list[snapshot.Snapshot]:
-    """Commit ``polls`` as a poll loop would (a snapshot only when the content changed);
-    return the snapshots stored, in order."""
+    """Commit ``polls`` as a poll loop would (a snapshot and its events only when the
+    content changed); return the snapshots stored, in order."""
     stored: list[snapshot.Snapshot] = []
     for number, models in enumerate(polls):
         at = f"2026-01-{number + 1:02d}T00:00:00Z"
@@ -33,9 +33,16 @@ def commit_history(store: Store, watch: str, polls: list[dict | None]) -> list[s
             store.record_check(watch, at, "unchanged")
             continue
         current = snap(models)
-        store.commit_cycle(watch, at, current, "changed" if stored else "baseline", [])
+        commit(store, watch, at, stored[-1] if stored else None, current)
         stored.append(current)
     return stored
+
+
+def commit(store: Store, watch: str, at: str, baseline: snapshot.Snapshot | None,
+           current: snapshot.Snapshot) -> None:
+    events = ([] if baseline is None else events_from_changes(
+        diff(baseline, current), old=baseline, new=current, watch=watch, detected_at=at))
+    store.commit_cycle(watch, at, current, "changed" if baseline else "baseline", events)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -104,6 +111,8 @@ def timeline_over_snapshots(model_id: str, history: list[tuple[str, snapshot.Sna
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(histories)
 def test_a_model_timeline_from_its_own_rows_equals_the_walk_over_every_snapshot(polls) -> None:
+    """The timeline reads the model's versions and recorded events; the 0.1.0 timeline
+    diffed every stored snapshot: the same story."""
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp)) as store:
         snaps = commit_history(store, "w", polls)
         taken = [(at, s) for (_, at, _), s in zip(store.stored_snapshots("w"), snaps, strict=True)]
@@ -121,7 +130,7 @@ def test_the_real_history_tells_the_same_story_from_model_rows(tmp_path: Path) -
             at = f"2026-01-{number // 24 + 1:02d}T{number % 24:02d}:00:00Z"
             if stored and current.same_content(stored[-1][1]):
                 continue
-            store.commit_cycle("models", at, current, "changed", [])
+            commit(store, "models", at, stored[-1][1] if stored else None, current)
             stored.append((at, current))
         models = sorted(set(itertools.chain.from_iterable(s.models for s in polled)))
         for model_id in models:

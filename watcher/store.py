@@ -22,6 +22,7 @@ while the daemon holds it open.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -184,6 +185,9 @@ class Group:
         return hashlib.sha256(f"{self.target}|{ids}".encode()).hexdigest()[:32]
 
 
+# The events of a model's own fields: what its history tells between two of its versions.
+FIELD_EVENTS = frozenset({"price_changed", "expiration_set", "expiration_changed",
+                          "expiration_cleared", "context_length_changed", "field_changed"})
 PRUNE_BATCH = 500  # rows per prune transaction: a few ms each, so a poll never waits long
 
 
@@ -395,9 +399,15 @@ class Store:
                                          (watch,))}
 
     def model_states(self, watch: str, model: str) -> versions.ModelStates:
-        """Every stored state of ``model`` in ``watch``, oldest first (its rows only)."""
+        """Every stored state of ``model`` in ``watch``, oldest first, with the field events
+        recorded when it changed (its rows only)."""
         try:
-            return versions.model_states(self._conn, watch, model)
+            states = versions.model_states(self._conn, watch, model)
+            marks = ",".join("?" * len(FIELD_EVENTS))
+            rows = self._conn.execute(
+                f"SELECT body FROM events WHERE model = ? AND watch = ? AND type IN ({marks}) "  # noqa: S608
+                "ORDER BY id", (model, watch, *sorted(FIELD_EVENTS))).fetchall()
+            return dataclasses.replace(states, events=tuple(orjson.loads(r[0]) for r in rows))
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the history of {model!r}: {exc}") from None
         except StateError as exc:

@@ -98,8 +98,10 @@ def _compress(data: bytes, zdict: bytes) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
-def _dictionaries(conn: sqlite3.Connection) -> dict[int, bytes]:
-    return {int(r[0]): bytes(r[1]) for r in conn.execute("SELECT id, data FROM zdicts")}
+def _dictionaries(conn: sqlite3.Connection) -> dict[int, Any]:
+    """A decompressor primed with each dictionary: copying one costs half of priming anew."""
+    return {int(r[0]): zlib.decompressobj(zdict=bytes(r[1]))
+            for r in conn.execute("SELECT id, data FROM zdicts")}
 
 
 def latest(conn: sqlite3.Connection, watch: str) -> Snapshot | None:
@@ -133,6 +135,8 @@ class ModelStates:
     states: list[tuple[str, dict[str, Any] | None]]  # (taken_at, the model or None), in order
     in_first_snapshot: bool   # listed when the watch started
     last_seen: str | None     # taken_at of the newest stored snapshot that listed it
+    # The field events recorded when its versions changed (Store.model_states fills them).
+    events: tuple[dict[str, Any], ...] = ()
 
 
 def model_states(conn: sqlite3.Connection, watch: str, model: str) -> ModelStates:
@@ -180,11 +184,10 @@ def migrate_snapshots(tx: sqlite3.Connection, old_table: str) -> Iterator[int]:
         yield snapshot_id
 
 
-def _load(model: str, data: bytes, zdicts: Mapping[int, bytes], zdict: int | None
+def _load(model: str, data: bytes, primed: Mapping[int, Any], zdict: int | None
           ) -> dict[str, Any]:
     try:
-        unpacker = (zlib.decompressobj(zdict=zdicts[zdict]) if zdict is not None
-                    else zlib.decompressobj())
+        unpacker = primed[zdict].copy() if zdict is not None else zlib.decompressobj()
         item = orjson.loads(unpacker.decompress(data) + unpacker.flush())
     except (KeyError, zlib.error, orjson.JSONDecodeError) as exc:
         raise StateError(f"the stored version of {model!r} is damaged: {exc}") from None
