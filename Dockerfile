@@ -9,7 +9,7 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # Build stage: a wheel of this checkout and its dependencies in a venv (pip runs here only).
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md CHANGELOG.md ./
+COPY pyproject.toml README.md CHANGELOG.md LICENSE ./
 COPY watcher/ watcher/
 # watcher/defaults/rules/default.yaml is a link to rules/default.yaml: the wheel needs both.
 COPY rules/ rules/
@@ -19,7 +19,8 @@ RUN sh docker/install.sh /opt/openrouter-watcher /src
 # Final stage: the venv, the config, a user; no compiler, no pip in the app's venv.
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="openrouter-watcher" \
-      org.opencontainers.image.description="Alerts on changes to the OpenRouter model catalogue"
+      org.opencontainers.image.description="Alerts on changes to the OpenRouter model catalogue" \
+      org.opencontainers.image.licenses="Apache-2.0"
 RUN useradd --system --user-group --uid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin watcher \
     && install -d -o watcher -g watcher -m 0700 /var/lib/openrouter-watcher

@@ -8,7 +8,8 @@ its build stage under a scratch directory that stands for the container's root:
    the install needs but the Dockerfile or .dockerignore forgets fails);
 2. each ``RUN`` runs the same command, its absolute paths moved under the scratch root;
 3. the final stage's ``COPY`` lines are carried out the same way;
-4. checks of the result: no pip in the app's venv, ``--version``, ``check`` of the image's
+4. checks of the result: no pip in the app's venv, the licence (pyproject's, the wheel's
+   metadata and LICENSE file, the image's label agree), ``--version``, ``check`` of the image's
    default config and of examples/config.yaml (secrets read through
    ``$CREDENTIALS_DIRECTORY``), then the daemon runs as an unprivileged user that can
    write only its state directory (no writable home), polls a loopback server, answers
@@ -21,6 +22,7 @@ What this does not check: the base image itself (CI's Python, not python:3.12-sl
 
 from __future__ import annotations
 
+import email.parser
 import fnmatch
 import gzip
 import json
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -170,6 +173,9 @@ def main() -> int:
                                check=False)
         assert probe.returncode != 0, "pip is importable in the final venv"
 
+        step("the installed package carries the licence the image's label names")
+        check_licence(venv, final)
+
         exe = venv / "bin/openrouter-watcher"
         step("openrouter-watcher --version")
         subprocess.run(as_nobody(exe, "--version"), env=env, check=True)
@@ -188,6 +194,19 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     print("docker install steps: OK")
     return 0
+
+
+def check_licence(venv: Path, final: list[tuple[str, str]]) -> None:
+    """pyproject's licence is in the wheel's metadata and the image's label, and the wheel
+    carries the LICENSE file (which the build stage must COPY for that)."""
+    licence = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    labels = dict(item.partition("=")[::2] for word, args in final if word == "LABEL"
+                  for item in shlex.split(args))
+    assert labels.get("org.opencontainers.image.licenses") == licence, labels
+    (dist,) = venv.glob("lib/python*/site-packages/openrouter_watcher-*.dist-info")
+    metadata = email.parser.Parser().parsestr((dist / "METADATA").read_text())
+    assert metadata["License-Expression"] == licence, metadata["License-Expression"]
+    assert (dist / "licenses/LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes()
 
 
 def as_nobody(*args: str | Path) -> list[str]:
