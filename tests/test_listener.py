@@ -170,7 +170,10 @@ def test_a_request_head_that_does_not_arrive_in_time_is_closed(
                      what="the slow heads closed")
             idle.settimeout(15)
             with contextlib.suppress(ConnectionResetError):
-                assert idle.recv(1 << 16) == b""
+                # The rest of the answer may come in more segments (aiohttp 3.9 writes the
+                # head and the body apart); then the close. Never closed: recv times out.
+                while idle.recv(1 << 16):
+                    pass
             assert up(base)  # and a client that sends its request at once is served
         finally:
             slow.close()
