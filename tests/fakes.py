@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from aiohttp import web
 
@@ -36,7 +37,42 @@ class Reply:
     content_type: str = "application/json"
 
 
-class FakeOpenRouter:
+class ModelsServer:
+    """An aiohttp server on 127.0.0.1, in its own thread and loop (so it serves
+    subprocesses and in-process clients alike), answering ``/api/v1/models`` and
+    ``/api/v1/models/user`` with the subclass's ``_models``."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/models", self._models)
+        app.router.add_get("/api/v1/models/user", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class FakeOpenRouter(ModelsServer):
     """An aiohttp server on 127.0.0.1 serving ``/api/v1/models`` from a script.
 
     ``script`` is a list of Replies (or snapshot numbers); each request takes the next,
@@ -49,10 +85,7 @@ class FakeOpenRouter:
         self.script: list[Reply | int] = list(script or [])
         self.requests: list[dict[str, str]] = []
         self.served = 0
-        self.port = _free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        super().__init__()
         self.user_reply: Reply | None = None  # when set, /models/user answers this instead
 
     @property
@@ -81,25 +114,6 @@ class FakeOpenRouter:
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
                             content_type=reply.content_type)
 
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/api/v1/models", self._models)
-        app.router.add_get("/api/v1/models/user", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def start(self) -> FakeOpenRouter:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 def _free_port() -> int:
@@ -108,7 +122,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class CatalogueSteps:
+class CatalogueSteps(ModelsServer):
     """A fake OpenRouter whose public and account lists move together, at one moment.
 
     ``/api/v1/models`` serves the real snapshot of the current step; ``/api/v1/models/user``
@@ -123,10 +137,7 @@ class CatalogueSteps:
         self.hidden = hidden
         self.step = steps[0]
         self.requests: list[tuple[str, int]] = []  # (path, step served)
-        self.port = _free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        super().__init__()
         self._bodies: dict[tuple[int, bool], bytes] = {}
         # (n, step): once n requests were served, the catalogue moves to ``step``
         self.switch: tuple[int, int] | None = None
@@ -154,22 +165,3 @@ class CatalogueSteps:
             self.step, self.switch = self.switch[1], None
         return web.Response(body=self.body(step, account=account), content_type="application/json")
 
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/api/v1/models", self._models)
-        app.router.add_get("/api/v1/models/user", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def start(self) -> CatalogueSteps:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
