@@ -60,7 +60,7 @@ from watcher.config import Retention
 from watcher.diff import diff
 from watcher.events import change_key, events_from_changes
 from watcher.snapshot import Snapshot, from_items
-from watcher.store import DB_NAME, Alert, Store
+from watcher.store import DB_NAME, PRUNE_BATCH, Alert, Store
 from watcher.timeline import timeline
 
 WATCH = "models"
@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<time>.json)")
     parser.add_argument("--table", type=Path, metavar="JSON",
                         help="print the table of an earlier run's figures, and run nothing")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="build the history into DIR/state (with DIR/built.json) and keep it")
+    parser.add_argument("--reuse", type=Path, metavar="DIR",
+                        help="measure the history --keep built in DIR (a copy of it: DIR is "
+                             "left as it is) instead of building one; a database of an older "
+                             "schema is upgraded first, and the upgrade timed")
     args = parser.parse_args(argv)
     if args.quick:
         args.changed //= 10
@@ -176,11 +182,23 @@ def build(state_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     versions: Counter[str] = Counter(dict.fromkeys(current.models, 1))
     events_total = 0
     started = time.monotonic()
-    timings = {"changed": 0.0, "unchanged": 0.0}
+    timings = {"changed": 0.0, "unchanged": 0.0, "pack": 0.0}
+    packs: list[float] = []  # the daily housekeeping's packing transactions, each timed
+    packed = 0
+    day = iso(START)[:10]
     done = 0
     for n in range(polls):
         now = START + (n + 1 + rnd.uniform(-0.4, 0.4)) * step
         at = iso(now)
+        if at[:10] != day:  # a new UTC day: the daemon's daily prune packs the new versions
+            day = at[:10]
+            while True:
+                t = time.perf_counter()
+                count = store.pack_versions(PRUNE_BATCH)
+                packs.append(time.perf_counter() - t)
+                packed += count
+                if count < PRUNE_BATCH:
+                    break
         if n not in changed_at:
             t = time.perf_counter()
             store.record_check(WATCH, at, "unchanged")
@@ -212,6 +230,8 @@ def build(state_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             "first_at": iso(START), "last_at": iso(START + polls * step), "end": START + (polls + 1) * step,
             "build_seconds": round(time.monotonic() - started, 1),
             "changed_poll_ms_mean": 1e3 * timings["changed"] / max(1, args.changed),
+            "pack_us_per_version": 1e6 * sum(packs) / max(1, packed),
+            "pack_longest_ms": 1e3 * max(packs, default=0.0), "versions_packed": packed,
             "record_check_us_mean": 1e6 * timings["unchanged"] / max(1, args.unchanged),
             "versions": dict(versions), "last_digest": current.digest}
 
@@ -358,7 +378,8 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], stderr: Path
 
 
 def prune(state_dir: Path, end: float) -> dict[str, Any]:
-    """The default retention at the end of the history: every batch (generator step) timed."""
+    """The default retention at the end of the history: every batch (generator step) timed,
+    the write-ahead log checkpointed between them as the daemon does (off its loop)."""
     db = state_dir / DB_NAME
     store = Store.open(state_dir)
     steps: list[float] = []
@@ -372,6 +393,7 @@ def prune(state_dir: Path, end: float) -> dict[str, Any]:
         steps.append((time.perf_counter() - t) * 1e3)
         if pruned is None:
             break
+        store.checkpoint()  # as App.prune does between steps, in a worker thread: not timed
         now = dict(vars(pruned))  # the generator yields one object, updated
         kinds.append(",".join(k for k, v in now.items() if v != before.get(k, 0)) or "none")
         before = now
@@ -459,31 +481,65 @@ def real_steps(quick: bool) -> dict[str, Any]:
 
 def history(args: argparse.Namespace, result: dict[str, Any], done: Callable[[str], None]
             ) -> None:
-    """Build the synthetic history, then measure its sizes, timelines, pages and prune."""
+    """Build the synthetic history (or take the one --reuse names), then measure its sizes,
+    timelines, pages and prune."""
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp_name:
         state_dir = Path(tmp_name) / "state"
-        built = build(state_dir, args)
-        result["history"] = {k: v for k, v in built.items() if k not in ("versions", "end")}
-        counts = sorted(built["versions"].values())
-        result["history"]["versions_per_model"] = {"min": counts[0], "median": counts[len(counts) // 2],
-                                                   "max": counts[-1]}
-        db = state_dir / DB_NAME
-        result["size"] = sizes(db, built)
-        models = sample_models(built["versions"])
-        result["sampled"] = {g: {m: built["versions"][m] for m in ms} for g, ms in models.items()}
-        done("history and sizes")
-        result["timeline"] = timelines(state_dir, models)
-        done("timelines")
-        if not args.no_daemon:
-            with Store.open(state_dir, readonly=True) as store:
-                latest = store.latest_snapshot(WATCH)
-            if latest is None:
-                raise AssertionError("no baseline")
-            result["requests"] = page_requests(db, list(itertools.chain(*models.values())),
-                                               args.requests, latest.encode())
-            done("requests")
+        if args.reuse:
+            built = orjson.loads((args.reuse / "built.json").read_bytes())
+            shutil.copytree(args.reuse / "state", state_dir)
+            result["upgrade"] = upgrade(state_dir)
+        else:
+            if args.keep:
+                state_dir = args.keep / "state"
+            built = build(state_dir, args)
+            if args.keep:
+                (args.keep / "built.json").write_bytes(orjson.dumps(built))
+        measure(args, built, state_dir, result, done)
+
+
+def upgrade(state_dir: Path) -> dict[str, Any]:
+    """Open ``state_dir`` as the daemon does (upgrading an older schema) in a child process:
+    wall time and the child's peak RSS."""
+    (version,) = sqlite3.connect(state_dir / DB_NAME).execute("PRAGMA user_version").fetchone()
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", MIGRATE, str(state_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"opening {state_dir} failed")
+    return {"from_schema": version, "seconds": round(time.perf_counter() - t, 1),
+            "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def measure(args: argparse.Namespace, built: dict[str, Any], state_dir: Path,
+            result: dict[str, Any], done: Callable[[str], None]) -> None:
+    result["history"] = {k: v for k, v in built.items() if k not in ("versions", "end")}
+    counts = sorted(built["versions"].values())
+    result["history"]["versions_per_model"] = {"min": counts[0], "median": counts[len(counts) // 2],
+                                               "max": counts[-1]}
+    db = state_dir / DB_NAME
+    result["size"] = sizes(db, built)
+    models = sample_models(built["versions"])
+    result["sampled"] = {g: {m: built["versions"][m] for m in ms} for g, ms in models.items()}
+    done("history and sizes")
+    result["timeline"] = timelines(state_dir, models)
+    done("timelines")
+    if not args.no_daemon:
+        with Store.open(state_dir, readonly=True) as store:
+            latest = store.latest_snapshot(WATCH)
+        if latest is None:
+            raise AssertionError("no baseline")
+        result["requests"] = page_requests(db, list(itertools.chain(*models.values())),
+                                           args.requests, latest.encode())
+        done("requests")
+    if args.keep:  # the kept history stays as built: prune a copy
+        with tempfile.TemporaryDirectory(prefix="bench-history-prune-") as tmp_name:
+            shutil.copytree(state_dir, Path(tmp_name) / "state")
+            result["prune"] = prune(Path(tmp_name) / "state", built["end"])
+    else:
         result["prune"] = prune(state_dir, built["end"])
-        done("prune and vacuum")
+    done("prune and vacuum")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -541,6 +597,10 @@ Add = Callable[..., None]
 def _history_rows(result: dict[str, Any], add: Add, ms: Callable[[float], str]) -> None:
     h, size = result["history"], result["size"]
     per_model = h["versions_per_model"]
+    if "upgrade" in result:
+        u = result["upgrade"]
+        add(f"A history kept by an earlier run (schema {u['from_schema']}), upgraded by `Store.open` "
+            f"in a child process: {u['seconds']:,.1f} s, peak RSS {u['peak_rss_mb']:.0f} MB", "")
     add(f"History: {h['changed_polls']:,} changed polls + {h['unchanged_checks']:,} unchanged "
         f"checks, {h['models']} models, {h['first_at'][:10]} .. {h['last_at'][:10]}", "")
     add(f"  {h['events']:,} events, one alert each, sent; versions per model "
@@ -552,6 +612,10 @@ def _history_rows(result: dict[str, Any], add: Add, ms: Callable[[float], str]) 
     add("    of it: " + ", ".join(f"{name} {b / 1e3:.2f} KB" for name, b in top[:4]), "")
     add("  per unchanged check", f"{size['per_unchanged_check']:.0f} B", "<= 100 B",
         size["per_unchanged_check"] <= 100)
+    if "pack_us_per_version" in h:
+        add(f"  daily packing of the day's new versions ({h['versions_packed']:,} in all): "
+            f"{h['pack_us_per_version']:.0f} us a version; longest transaction",
+            ms(h["pack_longest_ms"]), "<= 50 ms", h["pack_longest_ms"] <= 50)
     p = result.get("prune")
     if p is None:
         return
@@ -597,6 +661,8 @@ def _later_rows(result: dict[str, Any], add: Add) -> None:
         add("  worst single changed step", f"{r['commit_vs_loads_changed_worst']:.2f}x", "<= 5x",
             r["commit_vs_loads_changed_worst"] <= 5)
         add("  in-memory cycle alone vs loads (changed)", f"{r['cycle_vs_loads_changed_all']:.2f}x")
+        add("  the commit's share (cycle + commit, less the cycle) vs loads",
+            f"{r['commit_vs_loads_changed_all'] - r['cycle_vs_loads_changed_all']:.2f}x")
         add("  unchanged step: cycle, and with its commit, vs loads",
             f"{r['cycle_vs_loads_unchanged_all']:.2f}x, {r['commit_vs_loads_unchanged_all']:.2f}x")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from tests.daemon import wait_for
 from tests.fakes import snapshot_bytes
 from tests.legacy import write_schema2
 from tests.test_cli import cli
-from watcher import config, snapshot
+from watcher import config, fetch, snapshot
+from watcher.app import App
 from watcher.clock import iso
 from watcher.config import Retention
 from watcher.errors import ConfigError
@@ -200,7 +203,11 @@ def test_prune_and_vacuum_commands(tmp_path: Path) -> None:
     assert dry.stdout.startswith("would remove ")
     real = cli("prune", "--config", str(path))
     assert real.returncode == 0, real.stderr
-    assert real.stdout.replace("removed", "would remove", 1) == dry.stdout
+    assert real.stdout.replace("removed", "would remove", 1).replace(
+        "compressed", "would compress", 1) == dry.stdout
+    assert "would compress 0 model versions" not in dry.stdout  # fill() wrote some
+    again = cli("prune", "--dry-run", "--config", str(path))
+    assert again.stdout.endswith("; would compress 0 model versions\n")
     vacuum = cli("vacuum", "--config", str(path))
     assert vacuum.returncode == 0, vacuum.stderr
     assert " MB -> " in vacuum.stdout
@@ -287,3 +294,48 @@ def test_a_prune_killed_midway_loses_nothing(tmp_path: Path) -> None:
         outs.append((outputs(root / "state", path), unchanged_per_day(root / "state", "a"),
                      states(root / "state")))
     assert outs[0] == outs[1]
+
+
+async def test_the_daemon_prunes_between_polls_and_checkpoints_off_its_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """App.prune runs Store.prune a batch at a time and, after each, checkpoints the
+    write-ahead log in a worker thread: the loop goes on meanwhile, and what the batches
+    removed is in the database file itself afterwards."""
+    state = tmp_path / "state"
+    fill(state)
+    path = tmp_path / "config.yaml"
+    path.write_text("state_dir: state\nwatches:\n  - {name: a, url: 'http://127.0.0.1:9/api/v1/models', "
+                    "interval: 1h}\nretention: {unchanged_checks: 1h, messages: 7d}\n")
+    settings = config.load(path)
+    threads: list[str] = []
+    checkpoint = Store.checkpoint
+
+    def spied(store: Store) -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint(store)
+
+    monkeypatch.setattr(Store, "checkpoint", spied)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    with Store.open(state) as store:
+        async with fetch.new_session() as session:
+            app = App(settings, store, session, clock=lambda: NOW)
+            beat = asyncio.create_task(ticker())
+            pruned = await app.prune()
+            beat.cancel()
+            app.close()
+        assert pruned.unchanged_checks > 5000
+        assert pruned.versions_packed == len(snapshot.parse(snapshot_bytes(10)).models)
+        # Every version packed, and every frame of the log copied into the database.
+        assert store._read("SELECT COUNT(*) FROM versions WHERE zdict IS NULL") == [(0,)]
+        busy, frames, copied = store._read("PRAGMA wal_checkpoint(PASSIVE)")[0]
+        assert (busy, frames) == (0, copied)
+    assert len(threads) > 10
+    assert threading.main_thread().name not in threads
+    assert ticks >= len(threads)  # the loop ran while each checkpoint did

@@ -16,6 +16,7 @@ from watcher.app import App
 from watcher.config import RetryPolicy
 from watcher.errors import StateError
 from watcher.store import DB_NAME, SCHEMA_VERSION, EventQuery, Store
+from watcher.timeline import timeline
 
 
 def schema2_state(state_dir: Path) -> Path:
@@ -23,6 +24,14 @@ def schema2_state(state_dir: Path) -> Path:
     state_dir.mkdir(parents=True)
     path = state_dir / DB_NAME
     path.write_bytes(gzip.decompress((DATA / "state-schema2.sqlite3.gz").read_bytes()))
+    return path
+
+
+def schema5_state(state_dir: Path) -> Path:
+    """tests/data/state-schema5.sqlite3.gz (written by commit 8dc7f14), unpacked."""
+    state_dir.mkdir(parents=True)
+    path = state_dir / DB_NAME
+    path.write_bytes(gzip.decompress((DATA / "state-schema5.sqlite3.gz").read_bytes()))
     return path
 
 
@@ -50,6 +59,25 @@ def test_a_schema_2_database_is_migrated_in_place_with_its_history(tmp_path: Pat
     assert (status["sent"], status["pending"]) == (5, 21)
     assert baseline is not None
     assert len(baseline.models) == 350
+
+
+def test_a_schema_5_database_gets_briefs_and_tells_every_timeline_as_before(
+        tmp_path: Path) -> None:
+    """5 -> 6 adds each version's brief, which the timelines read instead of the versions:
+    every model's story is what the schema-5 release told from the same database."""
+    path = schema5_state(tmp_path / "state")
+    assert raw_rows(path, "PRAGMA user_version") == [(5,)]
+    want = orjson.loads(gzip.decompress((DATA / "state-schema5-timelines.gz").read_bytes()))
+    with Store.open(tmp_path / "state"):
+        pass
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw_rows(path, "SELECT COUNT(*) FROM versions WHERE brief IS NULL") == [(0,)]
+    with Store.open(tmp_path / "state", readonly=True) as store:
+        got = {m: timeline(m, store.model_states("models", m), watch="models")
+               for m in sorted(store.models_ever("models"))}
+    assert len(got) == 354
+    assert sum(len(story["events"]) > 1 for story in got.values()) == 20
+    assert got == want
 
 
 async def test_pending_alerts_of_a_schema_2_database_are_sent_after_the_upgrade(

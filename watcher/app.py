@@ -374,14 +374,15 @@ class App:
 
     async def prune(self) -> Pruned:
         """Apply the retention settings, a small transaction at a time, letting the polls
-        and the deliverer run between batches."""
+        and the deliverer run between batches; after each, a worker thread checkpoints the
+        write-ahead log, so that no batch's commit has to (Store.checkpoint)."""
         pruned = Pruned()
         for pruned in self.store.prune(self.settings.retention, self.clock().timestamp()):  # noqa: B007
-            await asyncio.sleep(0)
-        if pruned.total():
+            await asyncio.to_thread(self.store.checkpoint)
+        if pruned.total() or pruned.versions_packed:
             self.log.info("state.pruned", unchanged_checks=pruned.unchanged_checks,
                           messages=pruned.messages, dead_letters=pruned.dead_letters,
-                          events=pruned.events)
+                          events=pruned.events, versions_packed=pruned.versions_packed)
         return pruned
 
     async def _prune_daily(self, stop: asyncio.Event) -> None:
@@ -525,6 +526,7 @@ async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | Non
             if not dry_run:
                 await app.deliverer.drain()
                 await app.operator.wait()
+                store.pack_versions()  # what the daemon's daily housekeeping would compress
         finally:
             app.close()
         return results

@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Apply the config's retention: collapse old unchanged "
                                        "checks to one per watch and day, delete old sent, "
                                        "cancelled and duplicate messages (and, where configured, "
-                                       "dead letters and events). Never touches the model "
+                                       "dead letters and events), then compress the model "
+                                       "versions polls wrote. Never removes the model "
                                        "history, pending messages or reminders. The daemon does "
                                        "this once a day by itself; this command needs the state "
                                        "to itself (stop the daemon first).")
@@ -711,7 +712,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
             log.get().debug("state.prune_batch", removed=pruned.total())
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {pruned.unchanged_checks} unchanged checks, {pruned.messages} messages, "
-          f"{pruned.dead_letters} dead letters, {pruned.events} events")
+          f"{pruned.dead_letters} dead letters, {pruned.events} events; "
+          f"{'would compress' if args.dry_run else 'compressed'} {pruned.versions_packed} "
+          "model versions")
     return EXIT_OK
 
 

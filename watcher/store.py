@@ -44,7 +44,7 @@ from watcher.errors import StateError, StateInUseError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -60,8 +60,10 @@ CREATE TABLE IF NOT EXISTS zdicts (
 );
 CREATE TABLE IF NOT EXISTS versions (
     digest BLOB PRIMARY KEY,              -- versions.version_digest of the model's JSON
-    zdict  INTEGER REFERENCES zdicts(id), -- the dictionary it was compressed with, if any
-    data   BLOB NOT NULL                  -- zlib of that JSON
+    zdict  INTEGER REFERENCES zdicts(id), -- the dictionary it was compressed with
+    data   BLOB NOT NULL,                 -- zlib of that JSON, or (zdict NULL) the JSON
+                                          -- itself, not packed yet (versions.pack)
+    brief  BLOB                           -- versions.brief: what a timeline reads (schema 6)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS spans (
     id         INTEGER PRIMARY KEY,
@@ -71,8 +73,9 @@ CREATE TABLE IF NOT EXISTS spans (
     first_snap INTEGER NOT NULL REFERENCES snapshots(id),  -- listed from this snapshot on
     last_snap  INTEGER REFERENCES snapshots(id)            -- until before this one, NULL: now
 );
+CREATE INDEX IF NOT EXISTS versions_unpacked ON versions(digest) WHERE zdict IS NULL;
 CREATE INDEX IF NOT EXISTS spans_model ON spans(watch, model, first_snap);
-CREATE INDEX IF NOT EXISTS spans_open ON spans(watch) WHERE last_snap IS NULL;
+CREATE INDEX IF NOT EXISTS spans_open ON spans(watch, model) WHERE last_snap IS NULL;
 CREATE TABLE IF NOT EXISTS checks (
     id      INTEGER PRIMARY KEY,
     watch   TEXT NOT NULL,
@@ -199,6 +202,7 @@ class Pruned:
     messages: int = 0
     dead_letters: int = 0
     events: int = 0
+    versions_packed: int = 0  # not removed: compressed (see versions.pack)
 
     def total(self) -> int:
         return self.unchanged_checks + self.messages + self.dead_letters + self.events
@@ -240,6 +244,10 @@ class Store:
         self._conn = conn
         self.path = path
         self._lock: int | None = None  # the state directory's lock, held by a writer
+        # The latest stored snapshot of each watch, as this connection last wrote or read
+        # it: a changed commit then writes the models whose bytes differ from it without
+        # reading the open spans or hashing the rest (one writer per database: the lock).
+        self._latest: dict[str, snapshot.Snapshot] = {}
 
     @classmethod
     def open(cls, state_dir: Path, *, readonly: bool = False) -> Store:
@@ -380,11 +388,14 @@ class Store:
     def latest_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The baseline of ``watch``: its newest stored snapshot, or None before the first."""
         try:
-            return versions.latest(self._conn, watch)
+            latest = versions.latest(self._conn, watch)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the baseline of {watch!r}: {exc}") from None
         except StateError as exc:
             raise StateError(f"{self.path}: stored baseline of {watch!r} is damaged: {exc}") from None
+        if latest is not None:
+            self._latest[watch] = latest
+        return latest
 
     def first_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The oldest stored snapshot of ``watch`` (its first baseline), or None."""
@@ -491,7 +502,7 @@ class Store:
                 snapshot_id = _lastrowid(tx.execute(
                     "INSERT INTO snapshots (watch, digest, taken_at, models) VALUES (?,?,?,?)",
                     (watch, snap.digest, at, len(snap.models))))
-                versions.write(tx, watch, snapshot_id, snap)
+                versions.write(tx, watch, snapshot_id, snap, self._latest.get(watch))
             check_id = _insert_check(tx, watch, at, outcome, len(events), error)
             ids = [
                 _lastrowid(tx.execute(
@@ -519,6 +530,8 @@ class Store:
                      alert.scope, alert.change_key, dup_of))
             tx.executemany("INSERT OR IGNORE INTO reminders (watch, model, expiration_date, days) "
                            "VALUES (?,?,?,?)", [(watch, m, d, n) for m, d, n in reminders])
+        if snap is not None:
+            self._latest[watch] = snap  # committed: the open spans are now this snapshot's
         return check_id, ids
 
     def sent_reminders(self, watch: str) -> set[tuple[str, str, int]]:
@@ -703,6 +716,7 @@ class Store:
         Snapshots, model versions and spans, pending rows and reminders are never pruned:
         the next diff, the pending alerts and the model pages need them.  Each batch reads
         and deletes at most a few thousand rows, so the caller can let polls run between.
+        Last, the model versions polls wrote uncompressed are packed (versions.pack).
         """
         done = Pruned()
         gone: set[int] = set()  # outbox rows removed (or, dry, that would be) so far
@@ -730,7 +744,24 @@ class Store:
                     gone.update(batch)
                 setattr(done, kind, getattr(done, kind) + len(batch))
                 yield done
+        if dry_run:
+            done.versions_packed = versions.unpacked(self._conn)
+        else:
+            while packed := self.pack_versions(PRUNE_BATCH):
+                done.versions_packed += packed
+                yield done
         yield done
+
+    def pack_versions(self, limit: int | None = None) -> int:
+        """Compress the model versions polls wrote as they were: up to ``limit`` in one
+        transaction, or (None) all of them, a batch per transaction; how many."""
+        total = 0
+        while True:
+            with self.transaction() as tx:
+                packed = versions.pack(tx, limit or PRUNE_BATCH)
+            total += packed
+            if limit is not None or packed < PRUNE_BATCH:
+                return total
 
     def _windows(self, table: str, sql: str, args: Sequence[Any]) -> Iterator[list[Any]]:
         """The rows of ``sql`` over ``table`` (``sql`` selects ``id`` first, takes ``id > ?
@@ -783,6 +814,21 @@ class Store:
                 "FROM events e WHERE e.detected_at < ? AND e.id > ? AND e.id <= ? ORDER BY e.id",
                 (iso(cutoff),)):
             yield from _batches([row_id for row_id, refs in rows if _all_in(refs, gone)])
+
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the database, on a connection of its
+        own, so that a worker thread can do it while this one goes on writing (PASSIVE: it
+        waits for no reader or writer).  SQLite does it by itself in the commit that crosses
+        1,000 log pages: copying them and syncing took that commit past 50 ms, which the
+        daemon's loop, pruning in many small transactions, must not wait for."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: checkpoint failed: {exc}{_hint(exc)}") from None
 
     def vacuum(self) -> tuple[int, int]:
         """Give the free pages back to the file system; its size (bytes) before and after."""
@@ -874,6 +920,9 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
         if 1 <= version < 4:  # 3 -> 4: whole snapshots become model versions and spans
             conn.execute("ALTER TABLE snapshots RENAME TO snapshots_v3")
             conn.execute("DROP INDEX IF EXISTS snapshots_watch")
+        if 4 <= version < 6:  # 5 -> 6: versions.brief; open spans found by model too
+            conn.execute("ALTER TABLE versions ADD COLUMN brief BLOB")
+            conn.execute("DROP INDEX spans_open")
         for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
             if statement.strip():
                 conn.execute(statement)
@@ -887,6 +936,10 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             conn.execute("DROP TABLE snapshots_v3")
             conn.execute("DROP TABLE blobs")
             logger.info("state.migrated", snapshots=total, schema=SCHEMA_VERSION)
+        if 4 <= version < 6:
+            logger.info("state.migrated", briefs=versions.add_briefs(conn), schema=SCHEMA_VERSION)
+        while versions.pack(conn, PRUNE_BATCH):  # what the migrated snapshots wrote
+            pass
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

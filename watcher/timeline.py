@@ -62,7 +62,8 @@ def _series(item: dict[str, Any], taken_at: str, prices: dict[str, list[dict[str
         if not isinstance(value, str):
             continue
         series = prices.setdefault(key, [])
-        if not series or as_decimal(series[-1]["price"]) != as_decimal(value):
+        if not series or (series[-1]["price"] != value
+                          and as_decimal(series[-1]["price"]) != as_decimal(value)):
             series.append({"at": taken_at, "price": value})
     length = item.get("context_length")
     if not context or context[-1]["context_length"] != length:

@@ -1,14 +1,13 @@
 """Stored history as model versions: each distinct model object once, and when it was listed.
 
 A model's *version* is its canonical JSON (the bytes :attr:`Snapshot.fingerprints` holds),
-stored once, zlib-compressed, under its BLAKE2b digest.  Model objects are small (~1.3 KB)
-and alike: compressed alone they shrink to ~700 bytes, with a preset dictionary of model
-JSON to ~300 (measured on the real catalogue).  Each database makes that dictionary once,
-from the first catalogue it stores, and keeps it (``zdicts``), so it never changes under
-stored data.  A *span* says that a watch listed
-one version of one model from one stored snapshot up to (not including) another, or until
-now.  A stored snapshot of a watch is then the versions of the spans open at it, and
-nothing of a model that did not change is written again::
+stored once under its BLAKE2b digest.  Model objects are small (~1.4 KB) and alike:
+compressed alone they shrink to ~700 bytes, with a preset dictionary of model JSON to ~320
+(measured on the real catalogue).  Each database makes that dictionary once, from the
+first versions it packs, and keeps it (``zdicts``), so it never changes under stored data.
+A *span* says that a watch listed one version of one model from one stored snapshot up to
+(not including) another, or until now.  A stored snapshot of a watch is then the versions
+of the spans open at it, and nothing of a model that did not change is written again::
 
     snapshots  id 7 (models, 2026-01-04T13:27Z)   id 9 (models, 2026-01-04T19:13Z)
     spans      z-ai/glm-4.7  v=3f2a..  first 7  last 9
@@ -19,12 +18,23 @@ So a changed poll writes the versions that changed, a span for each and the end 
 spans they replace; a model page reads the spans of one model; the next diff reads the
 open spans (the watch's latest snapshot).
 
+A poll writes its new versions as they are (``zdict`` NULL): compressing costs ~50 us a
+version, the most of a commit when a step rewrites hundreds of models, and the poll is
+where a change waits to be told.  :func:`pack` compresses them later, a batch at a time,
+in the store's daily housekeeping (``prune``), at the end of ``once`` and of a migration.
+
+Beside each version lies its *brief*: the few fields a model's timeline draws (name,
+pricing, context length, expiration date) as plain JSON, so that a model page with
+thousands of versions decompresses none of them (inflating one costs ~20 us, reading its
+brief ~2 us).
+
 Functions take the caller's connection (and transaction): :class:`watcher.store.Store`
 decides when to commit.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 import zlib
@@ -39,6 +49,8 @@ from watcher.snapshot import Snapshot, parse
 
 ZLIB_LEVEL = 6
 ZDICT_BYTES = 32 * 1024  # zlib's window: more dictionary than this is never used
+# What a timeline reads of a model (watch.timeline and events.summary): kept uncompressed.
+BRIEF_KEYS = ("name", "pricing", "context_length", "expiration_date")
 
 
 def version_digest(data: bytes) -> bytes:
@@ -46,27 +58,65 @@ def version_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot) -> int:
-    """Record ``snap`` as stored snapshot ``snapshot_id`` of ``watch``; the versions written."""
+def brief(item: Mapping[str, Any]) -> bytes:
+    """The fields of ``item`` a timeline reads, as JSON (absent keys stay absent)."""
+    return orjson.dumps({key: item[key] for key in BRIEF_KEYS if key in item})
+
+
+def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
+          previous: Snapshot | None = None) -> int:
+    """Record ``snap`` as stored snapshot ``snapshot_id`` of ``watch``; the versions written.
+
+    ``previous`` is the watch's latest stored snapshot when the caller knows it (the store
+    keeps the one it last wrote or read): the models whose bytes are those of ``previous``
+    keep their open spans, so only the changed ones are hashed and looked up.  Without it
+    the open spans are read to find out.
+    """
     fingerprints = snap.fingerprints
-    current = {model: version_digest(data) for model, data in fingerprints.items()}
-    listed = {model: (span, version) for span, model, version in tx.execute(
-        "SELECT id, model, version FROM spans WHERE watch = ? AND last_snap IS NULL", (watch,))}
-    tx.executemany("UPDATE spans SET last_snap = ? WHERE id = ?",
-                   [(snapshot_id, span) for model, (span, version) in listed.items()
-                    if current.get(model) != version])
-    new = [(model, version) for model, version in current.items()
-           if model not in listed or listed[model][1] != version]
+    if previous is None:
+        listed = dict(tx.execute(
+            "SELECT model, version FROM spans WHERE watch = ? AND last_snap IS NULL", (watch,)))
+        current = {model: version_digest(data) for model, data in fingerprints.items()}
+        new = [(model, version) for model, version in current.items()
+               if listed.get(model) != version]
+        ended = [model for model, version in listed.items() if current.get(model) != version]
+    else:
+        before = previous.fingerprints
+        new = [(model, version_digest(data)) for model, data in fingerprints.items()
+               if before.get(model) != data]
+        ended = [model for model, data in before.items() if fingerprints.get(model) != data]
+    tx.executemany("UPDATE spans SET last_snap = ? WHERE watch = ? AND model = ? "
+                   "AND last_snap IS NULL", [(snapshot_id, watch, model) for model in ended])
     known = _known(tx, [version for _, version in new])
     unknown = [(model, version) for model, version in new if version not in known]
-    if unknown:
-        zdict_id, zdict = _dictionary(tx, fingerprints)
-        tx.executemany("INSERT OR IGNORE INTO versions (digest, zdict, data) VALUES (?, ?, ?)",
-                       [(version, zdict_id, _compress(fingerprints[model], zdict))
-                        for model, version in unknown])
+    tx.executemany("INSERT OR IGNORE INTO versions (digest, zdict, data, brief) "
+                   "VALUES (?, NULL, ?, ?)",
+                   [(version, fingerprints[model], brief(snap.models[model]))
+                    for model, version in unknown])
     tx.executemany("INSERT INTO spans (watch, model, version, first_snap) VALUES (?,?,?,?)",
                    [(watch, model, version, snapshot_id) for model, version in new])
     return len(unknown)
+
+
+def pack(tx: sqlite3.Connection, limit: int) -> int:
+    """Compress up to ``limit`` versions written as they were polled; how many.
+
+    The first call makes the database's dictionary from the versions it packs (the first
+    catalogue stored, when the watch started)."""
+    rows = tx.execute("SELECT digest, data FROM versions WHERE zdict IS NULL LIMIT ?",
+                      (limit,)).fetchall()
+    if not rows:
+        return 0
+    zdict_id, zdict = _dictionary(tx, {bytes(digest).hex(): bytes(data) for digest, data in rows})
+    packer = _packer(zdict)
+    tx.executemany("UPDATE versions SET zdict = ?, data = ? WHERE digest = ?",
+                   [(zdict_id, packer(bytes(data)), digest) for digest, data in rows])
+    return len(rows)
+
+
+def unpacked(conn: sqlite3.Connection) -> int:
+    """How many versions :func:`pack` has still to compress."""
+    return int(conn.execute("SELECT COUNT(*) FROM versions WHERE zdict IS NULL").fetchone()[0])
 
 
 def _known(tx: sqlite3.Connection, versions: list[bytes]) -> set[bytes]:
@@ -81,7 +131,7 @@ def _known(tx: sqlite3.Connection, versions: list[bytes]) -> set[bytes]:
 
 def _dictionary(tx: sqlite3.Connection, fingerprints: Mapping[str, bytes]) -> tuple[int, bytes]:
     """The database's compression dictionary, made from ``fingerprints`` if it has none:
-    models spread over the whole id range, up to zlib's window."""
+    versions spread over the whole key range, up to zlib's window."""
     row = tx.execute("SELECT id, data FROM zdicts ORDER BY id DESC LIMIT 1").fetchone()
     if row is not None:
         return int(row[0]), bytes(row[1])
@@ -93,9 +143,17 @@ def _dictionary(tx: sqlite3.Connection, fingerprints: Mapping[str, bytes]) -> tu
     return int(cursor.lastrowid or 0), zdict
 
 
-def _compress(data: bytes, zdict: bytes) -> bytes:
-    packer = zlib.compressobj(ZLIB_LEVEL, zdict=zdict) if zdict else zlib.compressobj(ZLIB_LEVEL)
-    return packer.compress(data) + packer.flush()
+@functools.lru_cache(maxsize=4)
+def _packer(zdict: bytes) -> Any:
+    """A compressor of model versions primed with ``zdict``, made once per dictionary:
+    priming hashes the whole dictionary, copying a primed one costs half as much."""
+    primed = zlib.compressobj(ZLIB_LEVEL, zdict=zdict) if zdict else zlib.compressobj(ZLIB_LEVEL)
+
+    def pack(data: bytes) -> bytes:
+        packer = primed.copy()
+        return packer.compress(data) + packer.flush()
+
+    return pack
 
 
 def _dictionaries(conn: sqlite3.Connection) -> dict[int, Any]:
@@ -132,7 +190,8 @@ def rebuild(conn: sqlite3.Connection, snapshot_id: int) -> Snapshot:
 class ModelStates:
     """One model in one watch's stored history: each state it was in, from when."""
 
-    states: list[tuple[str, dict[str, Any] | None]]  # (taken_at, the model or None), in order
+    # (taken_at, the model's brief, or None while it was not listed), in order
+    states: list[tuple[str, dict[str, Any] | None]]
     in_first_snapshot: bool   # listed when the watch started
     last_seen: str | None     # taken_at of the newest stored snapshot that listed it
     # The field events recorded when its versions changed (Store.model_states fills them).
@@ -140,21 +199,21 @@ class ModelStates:
 
 
 def model_states(conn: sqlite3.Connection, watch: str, model: str) -> ModelStates:
-    """The stored states of ``model`` in ``watch``: reads that model's spans only."""
+    """The stored states of ``model`` in ``watch`` (each version's brief): reads that
+    model's spans only, and decompresses nothing."""
     spans = conn.execute(
-        "SELECT s.first_snap, s.last_snap, f.taken_at, l.taken_at, v.zdict, v.data FROM spans s "
+        "SELECT s.first_snap, s.last_snap, f.taken_at, l.taken_at, v.brief FROM spans s "
         "JOIN versions v ON v.digest = s.version JOIN snapshots f ON f.id = s.first_snap "
         "LEFT JOIN snapshots l ON l.id = s.last_snap "
         "WHERE s.watch = ? AND s.model = ? ORDER BY s.first_snap", (watch, model)).fetchall()
     if not spans:
         return ModelStates(states=[], in_first_snapshot=False, last_seen=None)
-    zdicts = _dictionaries(conn)
     states: list[tuple[str, dict[str, Any] | None]] = []
     ended: tuple[int, str] | None = None  # the last span's end: snapshot id and taken_at
-    for first, last, first_at, last_at, zdict, data in spans:
+    for first, last, first_at, last_at, data in spans:
         if ended is not None and ended[0] != first:  # a gap: not listed in between
             states.append((ended[1], None))
-        states.append((first_at, _load(model, data, zdicts, zdict)))
+        states.append((first_at, _brief(model, data)))
         ended = None if last is None else (last, last_at)
     if ended is not None:
         states.append((ended[1], None))
@@ -172,23 +231,55 @@ def migrate_snapshots(tx: sqlite3.Connection, old_table: str) -> Iterator[int]:
     """Turn whole stored snapshots (``old_table`` + ``blobs``, schema 3 and older) into
     versions and spans, oldest first, keeping every snapshot's id; yields each id done.
 
-    Reads one snapshot at a time, so memory stays that of one catalogue.
+    Reads one snapshot at a time (and keeps each watch's previous one, to write only what
+    changed), so memory stays that of a catalogue per watch.
     """
     rows = tx.execute(f"SELECT s.id, s.watch, s.digest, s.taken_at, s.models, b.data "  # noqa: S608
                       f"FROM {old_table} s JOIN blobs b ON b.digest = s.digest ORDER BY s.id")
+    previous: dict[str, Snapshot] = {}
     for snapshot_id, watch, digest, taken_at, models, data in rows:
         snap = parse(zlib.decompress(data))
         tx.execute("INSERT INTO snapshots (id, watch, digest, taken_at, models) VALUES (?,?,?,?,?)",
                    (snapshot_id, watch, digest, taken_at, models))
-        write(tx, watch, snapshot_id, snap)
+        write(tx, watch, snapshot_id, snap, previous.get(watch))
+        previous[watch] = snap
         yield snapshot_id
+
+
+def add_briefs(tx: sqlite3.Connection, batch: int = 1000) -> int:
+    """Fill the brief of every version that has none (schema 5 and older), ``batch``
+    versions at a time in digest order, so memory stays small; how many were filled."""
+    zdicts = _dictionaries(tx)
+    done, after = 0, b""
+    while rows := tx.execute("SELECT digest, zdict, data, brief FROM versions WHERE digest > ? "
+                             "ORDER BY digest LIMIT ?", (after, batch)).fetchall():
+        missing = [(brief(_load(digest.hex(), data, zdicts, zdict)), digest)
+                   for digest, zdict, data, known in rows if known is None]
+        tx.executemany("UPDATE versions SET brief = ? WHERE digest = ?", missing)
+        done += len(missing)
+        after = rows[-1][0]
+    return done
+
+
+def _brief(model: str, data: bytes | None) -> dict[str, Any]:
+    try:
+        item = orjson.loads(data) if data is not None else None
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"the stored brief of {model!r} is damaged: {exc}") from None
+    if not isinstance(item, dict):
+        raise StateError(f"the stored brief of {model!r} is missing or not an object")
+    return item
 
 
 def _load(model: str, data: bytes, primed: Mapping[int, Any], zdict: int | None
           ) -> dict[str, Any]:
+    """One stored version: compressed with dictionary ``zdict``, or (NULL) not packed yet."""
     try:
-        unpacker = primed[zdict].copy() if zdict is not None else zlib.decompressobj()
-        item = orjson.loads(unpacker.decompress(data) + unpacker.flush())
+        if zdict is None:
+            item = orjson.loads(data)
+        else:
+            unpacker = primed[zdict].copy()
+            item = orjson.loads(unpacker.decompress(data) + unpacker.flush())
     except (KeyError, zlib.error, orjson.JSONDecodeError) as exc:
         raise StateError(f"the stored version of {model!r} is damaged: {exc}") from None
     if not isinstance(item, dict):
