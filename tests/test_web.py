@@ -276,6 +276,16 @@ async def test_model_page_draws_the_price_history(client: TestClient) -> None:
     assert "Not available to your account (watch my-models)" in text
 
 
+async def test_model_page_lists_every_change_on_request(client: TestClient) -> None:
+    """A short history is listed whole either way; ``?all=1`` (with ``watch``) is a page too."""
+    plain = parse(await (await client.get("/models/z-ai/glm-4.7")).text())
+    resp = await client.get("/models/z-ai/glm-4.7?all=1&watch=models")
+    assert resp.status == 200
+    every = parse(await resp.text())
+    assert rows(every) == rows(plain)
+    assert len(rows(every)) > 1
+
+
 async def test_model_page_shows_removals_returns_and_expiration(client: TestClient) -> None:
     html = await (await client.get("/models/qwen/qwen-max")).text()
     assert html.count('class="absent"') == 1  # removed at step 20, back at 22

@@ -12,7 +12,7 @@ import pytest
 
 from watcher.events import make_event
 from watcher.store import EventQuery, Store
-from watcher.web import atom, chart
+from watcher.web import atom, chart, pages
 from watcher.web.filters import FilterError, Filters
 
 
@@ -130,3 +130,37 @@ def test_chart_of_a_model_seen_for_hours_ends_at_its_last_data_point_not_in_the_
     assert labels[0] == "12-31 16:00"   # the day is made up on the left
     (path,) = re.findall(r'data-key="prompt"[^>]* d="([^"]+)"', svg)
     assert path.endswith("H704.0")      # the last price holds to the right edge, the end
+
+
+def busy_story(changes: int) -> dict:
+    """A model whose prompt price moved ``changes`` times, an hour apart."""
+    at = [f"2026-01-{1 + h // 24:02d}T{h % 24:02d}:00:00Z" for h in range(changes + 1)]
+    prices = [f"0.000000{1 + h % 9}{h % 7}" for h in range(changes + 1)]
+    events = [make_event(watch="models", type="price_changed", model="busy/model", name="Busy",
+                         detected_at=at[h], field="pricing.prompt", old=prices[h - 1],
+                         new=prices[h], change_pct=1.0) for h in range(1, changes + 1)]
+    return {"model": "busy/model", "name": "Busy", "watch": "models", "first_seen": at[0],
+            "last_seen": at[-1], "present": True, "events": events,
+            "prices": {"prompt": [{"at": a, "price": p} for a, p in zip(at, prices, strict=True)]},
+            "context_length": [{"at": at[0], "context_length": 1000}]}
+
+
+def test_a_model_page_lists_the_newest_changes_and_links_to_every_one() -> None:
+    story = busy_story(250)
+    html = pages.model_page(model="busy/model", stories=[story], unavailable_in=[], today=None,
+                            prefix="/w", watch="models")
+    changes = re.findall(r'<tr class="event price_changed">.*?datetime="([^"]+)"', html)
+    assert len(changes) == pages.ROWS_SHOWN
+    assert changes[0] == story["events"][-1]["detected_at"]  # newest first
+    assert "150 older changes not listed" in html
+    assert "151 older prices not listed" in html  # 251 prices, the newest 100 listed
+    assert 'href="/w/models/busy/model?all=1&amp;watch=models"' in html
+    assert "<circle" not in html  # 251 points: the line alone
+    every = pages.model_page(model="busy/model", stories=[story], unavailable_in=[],
+                             today=None, every=True)
+    assert len(re.findall(r'<tr class="event price_changed">', every)) == 250
+    assert "older changes not listed" not in every
+    few = pages.model_page(model="busy/model", stories=[busy_story(5)], unavailable_in=[],
+                           today=None)
+    assert few.count("<circle") == 6
+    assert "not listed:" not in few

@@ -15,6 +15,7 @@ with the old and new values as received (absent is ``None``; an absent price is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -199,6 +200,13 @@ def as_decimal(value: Any) -> Decimal | None:
     of at most ``MAX_DIGITS`` digits, zero or between 1e-20 and 1e10 in size."""
     if not isinstance(value, str) or len(value) > 2 * MAX_DIGITS:
         return None
+    return _decimal(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decimal(value: str) -> Decimal | None:
+    """:func:`as_decimal` of a string; remembered, since a catalogue holds few distinct
+    prices and a model's timeline reads each of them thousands of times."""
     try:
         number = Decimal(value)
     except InvalidOperation:

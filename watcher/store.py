@@ -192,6 +192,7 @@ class Group:
 FIELD_EVENTS = frozenset({"price_changed", "expiration_set", "expiration_changed",
                           "expiration_cleared", "context_length_changed", "field_changed"})
 PRUNE_BATCH = 500  # rows per prune transaction: a few ms each, so a poll never waits long
+PACK_BATCH = 100   # versions per packing transaction: compressing one takes ~50-100 us
 
 
 @dataclass
@@ -747,20 +748,20 @@ class Store:
         if dry_run:
             done.versions_packed = versions.unpacked(self._conn)
         else:
-            while packed := self.pack_versions(PRUNE_BATCH):
+            while packed := self.pack_versions(PACK_BATCH):
                 done.versions_packed += packed
                 yield done
         yield done
 
     def pack_versions(self, limit: int | None = None) -> int:
         """Compress the model versions polls wrote as they were: up to ``limit`` in one
-        transaction, or (None) all of them, a batch per transaction; how many."""
+        transaction, or (None) all of them, PACK_BATCH per transaction; how many."""
         total = 0
         while True:
             with self.transaction() as tx:
-                packed = versions.pack(tx, limit or PRUNE_BATCH)
+                packed = versions.pack(tx, limit or PACK_BATCH)
             total += packed
-            if limit is not None or packed < PRUNE_BATCH:
+            if limit is not None or packed < PACK_BATCH:
                 return total
 
     def _windows(self, table: str, sql: str, args: Sequence[Any]) -> Iterator[list[Any]]:
@@ -938,7 +939,7 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             logger.info("state.migrated", snapshots=total, schema=SCHEMA_VERSION)
         if 4 <= version < 6:
             logger.info("state.migrated", briefs=versions.add_briefs(conn), schema=SCHEMA_VERSION)
-        while versions.pack(conn, PRUNE_BATCH):  # what the migrated snapshots wrote
+        while versions.pack(conn, PACK_BATCH):  # what the migrated snapshots wrote
             pass
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")

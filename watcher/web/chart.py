@@ -21,6 +21,7 @@ from watcher.notify.render import MILLION, PER_TOKEN, money
 
 WIDTH, HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 28
+MAX_MARKERS = 120  # a series of more prices is drawn as its line alone, without a dot each
 # Okabe-Ito: told apart by people with any common colour-vision deficiency.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 
@@ -92,8 +93,10 @@ def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     span = (t1 - t0).total_seconds()
 
+    origin = t0.timestamp()
+
     def x(moment: datetime) -> float:
-        return round(LEFT + plot_w * min(max((moment - t0).total_seconds() / span, 0.0), 1.0), 1)
+        return round(LEFT + plot_w * min(max((moment.timestamp() - origin) / span, 0.0), 1.0), 1)
 
     def y(value: Decimal) -> float:
         return round(TOP + plot_h * (1 - float(value) / y_max), 1)
@@ -134,11 +137,12 @@ def price_chart(prices: Mapping[str, Sequence[Mapping[str, Any]]], *, start: str
         parts.append(f'<path class="series" data-key="{escape(key)}" fill="none" '
                      f'stroke="{colour}" stroke-width="2" d="{_step_path(steps, x, y, end_x)}">'
                      f"<title>{escape(key)} $ / 1M {escape(PER_TOKEN[key])}</title></path>")
-        parts.extend(
-            f'<circle cx="{x(step.at)}" cy="{y(step.per_million)}" r="3" fill="{colour}">'
-            f"<title>{escape(key)}: {escape(money(step.per_million))} since "
-            f"{step.at:%Y-%m-%d %H:%M}</title></circle>"
-            for step in steps if step.per_million is not None)
+        if len(steps) <= MAX_MARKERS:  # more would overlap in 640 pixels, and weigh MBs
+            parts.extend(
+                f'<circle cx="{x(step.at)}" cy="{y(step.per_million)}" r="3" fill="{colour}">'
+                f"<title>{escape(key)}: {escape(money(step.per_million))} since "
+                f"{step.at:%Y-%m-%d %H:%M}</title></circle>"
+                for step in steps if step.per_million is not None)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -147,13 +151,13 @@ def _step_path(steps: Sequence[Step], x: Any, y: Any, end_x: float) -> str:
     """``M x y H x V y ...``: a price holds until the next one; a gap breaks the line."""
     out: list[str] = []
     drawing = False
+    xs = [x(step.at) for step in steps] + [end_x]
     for index, step in enumerate(steps):
-        next_x = x(steps[index + 1].at) if index + 1 < len(steps) else end_x
         if step.per_million is None:
             drawing = False
             continue
-        here_x, here_y = x(step.at), y(step.per_million)
-        out.append(f"V{here_y}" if drawing else f"M{here_x} {here_y}")
-        out.append(f"H{next_x}")
+        here_y = y(step.per_million)
+        out.append(f"V{here_y}" if drawing else f"M{xs[index]} {here_y}")
+        out.append(f"H{xs[index + 1]}")
         drawing = True
     return " ".join(out)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from functools import cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from markupsafe import Markup
@@ -80,14 +80,24 @@ def _model_url(prefix: str) -> Callable[[str], str]:
     return lambda model: model_path(prefix, model)
 
 
+# A model page lists the newest changes and prices; ``?all=1`` lists every one.  A model
+# whose price moved thousands of times would otherwise be a page of megabytes that takes
+# a second to build.
+ROWS_SHOWN = 100
+
+
 def model_page(*, model: str, stories: Sequence[Mapping[str, Any]], unavailable_in: Sequence[str],
-               today: date | None, prefix: str = "") -> str:
-    """One model's timelines (one per watch that saw it) with the price chart."""
+               today: date | None, prefix: str = "", every: bool = False,
+               watch: str | None = None) -> str:
+    """One model's timelines (one per watch that saw it, or of ``watch``) with the price
+    chart; the newest ``ROWS_SHOWN`` rows of each table unless ``every``."""
     name = next((s["name"] for s in reversed(stories) if s.get("name")), None)
     query = f"model={quote(model, safe='')}"
-    return _environment().get_template("model.html").render(
+    listed = urlencode({"all": 1} | ({"watch": watch} if watch else {}))
+    all_url = model_path(prefix, model) + ("&" if "?" in model_path("", model) else "?") + listed
+    return _environment().get_template("model.html").render(all_url=all_url,
         prefix=prefix, model=model, name=name, unavailable_in=list(unavailable_in),
-        stories=[_story(s, today) for s in stories],
+        stories=[_story(s, today, None if every else ROWS_SHOWN) for s in stories],
         json_url=f"{prefix}/api/models/{model_id_path(model)}",
         feed_url=f"{prefix}/feed.atom?{query}")
 
@@ -97,7 +107,7 @@ def error_page(*, status: int, heading: str, message: str, prefix: str = "") -> 
         prefix=prefix, status=status, heading=heading, message=message)
 
 
-def _story(story: Mapping[str, Any], today: date | None) -> dict[str, Any]:
+def _story(story: Mapping[str, Any], today: date | None, shown: int | None) -> dict[str, Any]:
     events: list[Event] = story["events"]
     end = max([story["last_seen"], *(e["detected_at"] for e in events)])
     absent = _absent(events, end, present=story["present"])
@@ -118,11 +128,20 @@ def _story(story: Mapping[str, Any], today: date | None) -> dict[str, Any]:
         "legend": chart.legend(story["prices"]), "absent": absent,
         "price_rows": [{"key": key, "price": price(p["price"], key), "unit": price_unit(key),
                         "since": time_text(p["at"])}
-                       for key, points in story["prices"].items() for p in reversed(points)],
+                       for key, points in story["prices"].items()
+                       for p in _newest(points, shown)],
+        "prices_hidden": sum(max(0, len(points) - (shown or len(points)))
+                             for points in story["prices"].values()),
         "context_rows": [{"tokens": _tokens(c["context_length"]), "since": time_text(c["at"])}
-                         for c in reversed(context)],
-        "rows": [event_row(e, today) for e in reversed(events)],
+                         for c in _newest(context, shown)],
+        "rows": [event_row(e, today) for e in _newest(events, shown)],
+        "rows_hidden": max(0, len(events) - (shown or len(events))),
     }
+
+
+def _newest(items: Sequence[Any], shown: int | None) -> list[Any]:
+    """The last ``shown`` of ``items`` (all when None), newest first."""
+    return list(reversed(items[-shown:] if shown is not None else items))
 
 
 def _absent(events: Sequence[Event], end: str, *, present: bool) -> list[tuple[str, str]]:

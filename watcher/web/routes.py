@@ -116,8 +116,11 @@ async def model(request: web.Request) -> web.Response:
             status=404, heading="No such model", prefix=state.prefix,
             message=f"No stored snapshot has a model {model_id!r}."), status=404)
     unavailable = [w for w, ids in state.account_view().items() if model_id in ids]
-    body = pages.model_page(model=model_id, stories=stories, unavailable_in=unavailable,
-                            today=state.clock().date(), prefix=state.prefix)
+    async with state.timelines:  # a long history takes a while to render: not on the loop
+        body = await asyncio.to_thread(
+            pages.model_page, model=model_id, stories=stories, unavailable_in=unavailable,
+            today=state.clock().date(), prefix=state.prefix,
+            every=request.query.get("all") == "1", watch=request.query.get("watch"))
     return _html(body)
 
 
