@@ -72,6 +72,10 @@ def test_a_schema_5_database_gets_briefs_and_tells_every_timeline_as_before(
         pass
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert raw_rows(path, "SELECT COUNT(*) FROM versions WHERE brief IS NULL") == [(0,)]
+    indexes = dict(raw_rows(path, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                  "AND name IN ('events_model', 'spans_open')"))
+    assert indexes["events_model"].endswith("ON events(model, watch, id)")
+    assert indexes["spans_open"].endswith("ON spans(watch, model) WHERE last_snap IS NULL")
     with Store.open(tmp_path / "state", readonly=True) as store:
         got = {m: timeline(m, store.model_states("models", m), watch="models")
                for m in sorted(store.models_ever("models"))}

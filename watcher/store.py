@@ -96,7 +96,9 @@ CREATE TABLE IF NOT EXISTS events (
     body        TEXT NOT NULL             -- the event's JSON, as published
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(detected_at);
-CREATE INDEX IF NOT EXISTS events_model ON events(model);
+-- A model's events of one watch, in order (its timeline): by (model) alone, SQLite chose
+-- events_watch for the order and read every event of the watch.
+CREATE INDEX IF NOT EXISTS events_model ON events(model, watch, id);
 CREATE INDEX IF NOT EXISTS events_watch ON events(watch, id);
 CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
 -- Deleting a check (retention) looks up the rows that refer to it: without these, every
@@ -924,6 +926,8 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
         if 4 <= version < 6:  # 5 -> 6: versions.brief; open spans found by model too
             conn.execute("ALTER TABLE versions ADD COLUMN brief BLOB")
             conn.execute("DROP INDEX spans_open")
+        if 1 <= version < 6:  # 5 -> 6: a model's events by (model, watch, id)
+            conn.execute("DROP INDEX IF EXISTS events_model")
         for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
             if statement.strip():
                 conn.execute(statement)
