@@ -70,6 +70,8 @@ def fill(state_dir: Path, per_hour: int = 1) -> dict[str, list[int]]:
             rows[f"dup{days}"] = outbox["hook"][1:]
             rows[f"down{days}"] = outbox["down"]
         store.mark_dead(rows["down100"], ago(99).timestamp(), "refused")  # a dead letter
+        # A changed poll: its new model versions wait, uncompressed, for a prune to pack them.
+        store.commit_cycle("a", iso(ago(50)), snapshot.parse(snapshot_bytes(11)), "changed", [])
         # rows["down10"] stays pending: its target is down
     return rows
 
@@ -331,7 +333,9 @@ async def test_the_daemon_prunes_between_polls_and_checkpoints_off_its_loop(
             beat.cancel()
             app.close()
         assert pruned.unchanged_checks > 5000
-        assert pruned.versions_packed == len(snapshot.parse(snapshot_bytes(10)).models)
+        changed = snapshot.parse(snapshot_bytes(11)).fingerprints.items()
+        before = snapshot.parse(snapshot_bytes(10)).fingerprints
+        assert pruned.versions_packed == sum(before.get(m) != data for m, data in changed) > 0
         # Every version packed, and every frame of the log copied into the database.
         assert store._read("SELECT COUNT(*) FROM versions WHERE zdict IS NULL") == [(0,)]
         busy, frames, copied = store._read("PRAGMA wal_checkpoint(PASSIVE)")[0]

@@ -505,7 +505,8 @@ class Store:
                 snapshot_id = _lastrowid(tx.execute(
                     "INSERT INTO snapshots (watch, digest, taken_at, models) VALUES (?,?,?,?)",
                     (watch, snap.digest, at, len(snap.models))))
-                versions.write(tx, watch, snapshot_id, snap, self._latest.get(watch))
+                versions.write(tx, watch, snapshot_id, snap, self._latest.get(watch),
+                               packed=outcome == "baseline")
             check_id = _insert_check(tx, watch, at, outcome, len(events), error)
             ids = [
                 _lastrowid(tx.execute(

@@ -64,13 +64,15 @@ def brief(item: Mapping[str, Any]) -> bytes:
 
 
 def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
-          previous: Snapshot | None = None) -> int:
+          previous: Snapshot | None = None, *, packed: bool = False) -> int:
     """Record ``snap`` as stored snapshot ``snapshot_id`` of ``watch``; the versions written.
 
     ``previous`` is the watch's latest stored snapshot when the caller knows it (the store
     keeps the one it last wrote or read): the models whose bytes are those of ``previous``
     keep their open spans, so only the changed ones are hashed and looked up.  Without it
-    the open spans are read to find out.
+    the open spans are read to find out.  ``packed`` compresses the new versions now (a
+    baseline: a whole catalogue, no alert waiting, and four times the bytes raw, which a
+    small disk may not hold twice over with its log).
     """
     fingerprints = snap.fingerprints
     if previous is None:
@@ -89,10 +91,16 @@ def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
                    "AND last_snap IS NULL", [(snapshot_id, watch, model) for model in ended])
     known = _known(tx, [version for _, version in new])
     unknown = [(model, version) for model, version in new if version not in known]
+    if packed and unknown:
+        zdict_id, zdict = _dictionary(tx, fingerprints)
+        pack_one: Any = _packer(zdict)
+    else:
+        zdict_id, pack_one = None, None
     tx.executemany("INSERT OR IGNORE INTO versions (digest, zdict, data, brief) "
-                   "VALUES (?, NULL, ?, ?)",
-                   [(version, fingerprints[model], brief(snap.models[model]))
-                    for model, version in unknown])
+                   "VALUES (?, ?, ?, ?)",
+                   [(version, zdict_id,
+                     pack_one(fingerprints[model]) if pack_one else fingerprints[model],
+                     brief(snap.models[model])) for model, version in unknown])
     tx.executemany("INSERT INTO spans (watch, model, version, first_snap) VALUES (?,?,?,?)",
                    [(watch, model, version, snapshot_id) for model, version in new])
     return len(unknown)

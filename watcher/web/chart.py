@@ -54,7 +54,9 @@ def chartable(prices: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, li
 
 def legend(prices: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, str]]:
     """``(key, colour)`` of each line :func:`price_chart` draws, in its order."""
-    return [(key, PALETTE[i % len(PALETTE)]) for i, key in enumerate(chartable(prices))]
+    drawn = [key for key, points in prices.items() if key in PER_TOKEN and any(
+        (number := as_decimal(p["price"])) is not None and number >= 0 for p in points)]
+    return [(key, PALETTE[i % len(PALETTE)]) for i, key in enumerate(drawn)]
 
 
 def nice_ceiling(value: float) -> float:
