@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from watcher import fetch, log, preflight, snapshot
+from watcher.backoff import poll_jitter
 from watcher.clock import iso, utcnow
 from watcher.config import RetryPolicy, Settings, Watch, public_watch
 from watcher.config import load as load_config
@@ -458,7 +458,7 @@ class App:
     async def _poll(self, watch: Watch, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         # A little jitter spreads the first polls of many watches (and many daemons).
-        next_tick = loop.time() + random.uniform(0, min(watch.interval * 0.05, 5.0))
+        next_tick = loop.time() + poll_jitter(watch.interval)
         while not stop.is_set():
             self.status.waiting(watch.name, next_tick)
             await _sleep_until(stop, next_tick)
@@ -477,7 +477,7 @@ class App:
             next_tick += watch.interval
             now = loop.time()
             if next_tick < now:
-                next_tick = now + random.uniform(0, min(watch.interval * 0.05, 5.0))
+                next_tick = now + poll_jitter(watch.interval)
 
 
 def pairs(settings: Settings) -> dict[str, Watch]:

@@ -30,7 +30,6 @@ server can reach the event loop's timers as a non-finite or negative delay.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ import aiohttp
 import orjson
 
 from watcher import __version__, log, yamldoc
+from watcher.backoff import backoff
 from watcher.config import MAX_SECRET_BYTES, RetryPolicy, Watch
 from watcher.errors import AuthError, FetchError
 
@@ -133,8 +133,7 @@ def _delay(attempt: int, retry_after: float | None, policy: RetryPolicy) -> floa
     """Seconds to wait before ``attempt + 1``; a Retry-After within ``[0, max_retry_after]``."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), policy.max_retry_after)
-    cap = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-    return random.uniform(cap / 2, cap)
+    return backoff(policy.backoff, policy.max_backoff, attempt - 1)
 
 
 async def _get(session: aiohttp.ClientSession, watch: Watch, url: str, *, limit: int,

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from watcher.backoff import poll_jitter_max
 from watcher.config import Watch
 
 LATE = 5.0            # how late a sleeping loop may wake before it counts as stuck
@@ -131,7 +132,7 @@ class Status:
                 late = now - entry.waiting_until
                 if late > LATE:
                     reasons.append(f"watch {name}: the poll loop is {late:.0f}s late")
-            elif now - entry.moved_at > LATE + min(entry.interval * 0.05, 5.0):  # + first jitter
+            elif now - entry.moved_at > LATE + poll_jitter_max(entry.interval):
                 reasons.append(f"watch {name}: the poll loop has not moved for "
                                f"{now - entry.moved_at:.0f}s")
         return reasons

@@ -43,7 +43,6 @@ import asyncio
 import contextvars
 import io
 import logging
-import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +56,7 @@ import apprise
 import orjson
 
 from watcher import escape, log
+from watcher.backoff import backoff
 from watcher.clock import iso, utcnow
 from watcher.config import Settings, Target
 from watcher.errors import DeliveryError, StateError, WatcherError
@@ -195,13 +195,6 @@ def build_senders(settings: Settings, executor: ThreadPoolExecutor, *,
         senders[name] = (ConsoleSender(console) if target.scheme == "console"
                          else AppriseSender(target, executor))
     return senders
-
-
-def backoff(base: float, cap: float, attempts: int) -> float:
-    """The wait before the next try after ``attempts`` failed ones: doubling from ``base``
-    up to ``cap``, then jittered (half to all of it) so that retries do not bunch up."""
-    ceiling = min(cap, base * 2.0 ** min(attempts, 64))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclass
