@@ -301,7 +301,7 @@ class App:
         """``3 watches, last change 12 min ago, 0 pending``."""
         try:
             pending: int | None = sum(self.pending().values())
-        except Exception:  # an unreadable outbox must not silence the status line
+        except StateError:  # an unreadable outbox must not silence the status line
             pending = None
         return self.status.summary(pending=pending)
 

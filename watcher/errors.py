@@ -9,6 +9,7 @@
     ├── FetchError               an HTTP poll failed; ``retryable`` says whether to try again
     │   └── AuthError            401, 402 or 403: the key or the account needs a person
     ├── SnapshotError            a response is not a model list we can trust
+    ├── TemplateRefused          a message template broke a sandbox rule or failed to render
     └── DeliveryError            a notification target did not accept a message
 
 Third-party errors (aiohttp, sqlite3, yaml) are translated where they happen, so that
@@ -55,6 +56,14 @@ class AuthError(FetchError):
 
 class SnapshotError(WatcherError):
     """A response body is not a model list we can trust (not JSON, wrong shape, ...)."""
+
+
+class TemplateRefused(WatcherError):  # noqa: N818 - it is a refusal, not a bug
+    """A template broke a sandbox rule or failed to render; the message says which.
+
+    Caught where templates are compiled (a ConfigError naming the key) and rendered (the
+    default message is sent, with a note): it never reaches a caller of either.
+    """
 
 
 class DeliveryError(WatcherError):

@@ -46,7 +46,7 @@ from aiohttp import web
 from watcher import __version__, log
 from watcher.app import App, unavailable_to_account
 from watcher.config import Http
-from watcher.errors import WatcherError
+from watcher.errors import StateError, WatcherError
 from watcher.web import register as register_pages
 
 APP_KEY = web.AppKey("watcher", App)
@@ -258,7 +258,7 @@ async def metrics(request: web.Request) -> web.Response:
         outbox = app.store.outbox_status()
         app.metrics.notifications_pending({t: int(e["pending"]) for t, e in outbox.items()})
         app.metrics.notifications_dead({t: int(e["dead"]) for t, e in outbox.items()})
-    except Exception as exc:  # the rest of the metrics are still worth a scrape
+    except StateError as exc:  # the rest of the metrics are still worth a scrape
         log.get().warning("http.pending_unreadable", reason=log.redactor.text(str(exc)))
     body, content_type = app.metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -390,12 +390,8 @@ class Store:
 
     def latest_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The baseline of ``watch``: its newest stored snapshot, or None before the first."""
-        try:
+        with self._reading(f"baseline of {watch!r}"):
             latest = versions.latest(self._conn, watch)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot read the baseline of {watch!r}: {exc}") from None
-        except StateError as exc:
-            raise StateError(f"{self.path}: stored baseline of {watch!r} is damaged: {exc}") from None
         if latest is not None:
             self._latest[watch] = latest
         return latest
@@ -415,18 +411,14 @@ class Store:
     def model_states(self, watch: str, model: str) -> versions.ModelStates:
         """Every stored state of ``model`` in ``watch``, oldest first, with the field events
         recorded when it changed (its rows only)."""
-        try:
+        what = f"history of {model!r} in {watch!r}"
+        with self._reading(what):
             states = versions.model_states(self._conn, watch, model)
-            marks = ",".join("?" * len(FIELD_EVENTS))
-            rows = self._conn.execute(
-                f"SELECT body FROM events WHERE model = ? AND watch = ? AND type IN ({marks}) "  # noqa: S608
-                "ORDER BY id", (model, watch, *sorted(FIELD_EVENTS))).fetchall()
-            return dataclasses.replace(states, events=tuple(orjson.loads(r[0]) for r in rows))
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot read the history of {model!r}: {exc}") from None
-        except StateError as exc:
-            raise StateError(f"{self.path}: stored history of {model!r} in {watch!r} is "
-                             f"damaged: {exc}") from None
+        marks = ",".join("?" * len(FIELD_EVENTS))
+        rows = self._read(
+            f"SELECT body FROM events WHERE model = ? AND watch = ? AND type IN ({marks}) "  # noqa: S608
+            "ORDER BY id", (model, watch, *sorted(FIELD_EVENTS)), what=what)
+        return dataclasses.replace(states, events=tuple(orjson.loads(r[0]) for r in rows))
 
     def stored_snapshots(self, watch: str) -> list[tuple[int, str, str]]:
         """(id, taken_at, digest) of every stored snapshot of ``watch``, oldest first."""
@@ -435,16 +427,12 @@ class Store:
 
     def rebuild_snapshot(self, snapshot_id: int) -> snapshot.Snapshot:
         """Stored snapshot ``snapshot_id`` as it was polled."""
-        try:
+        with self._reading(f"snapshot {snapshot_id}"):
             return versions.rebuild(self._conn, snapshot_id)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot read snapshot {snapshot_id}: {exc}") from None
-        except StateError as exc:
-            raise StateError(f"{self.path}: stored snapshot {snapshot_id} is damaged: {exc}") from None
 
     def watches(self) -> list[str]:
         """Every watch the database has snapshots of."""
-        return [r[0] for r in self._conn.execute("SELECT DISTINCT watch FROM snapshots ORDER BY 1")]
+        return [r[0] for r in self._read("SELECT DISTINCT watch FROM snapshots ORDER BY 1")]
 
     def record_check(self, watch: str, at: str, outcome: str, error: str | None = None, *,
                      digest: str | None = None, gaps: frozenset[str] | None = None) -> int:
@@ -475,12 +463,23 @@ class Store:
             streak += 1
         return streak
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        """Rows of a query; sqlite3 errors become StateError, as everywhere in this module."""
-        try:
+    def _read(self, sql: str, args: Sequence[Any] = (), *, what: str = "the state database"
+              ) -> list[Any]:
+        """Rows of a query, read as :meth:`_reading` ``what`` reads them."""
+        with self._reading(what):
             return self._conn.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Every read of this module goes through here, so that its callers catch only
+        StateError: sqlite3 errors become one ("cannot read ``what``"), and so does a
+        stored row that ``versions`` cannot rebuild ("stored ``what`` is damaged")."""
+        try:
+            yield
         except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot read the state database: {exc}") from None
+            raise StateError(f"{self.path}: cannot read {what}: {exc}") from None
+        except StateError as exc:
+            raise StateError(f"{self.path}: stored {what} is damaged: {exc}") from None
 
     def commit_cycle(self, watch: str, at: str, snap: snapshot.Snapshot | None, outcome: str,
                      events: Sequence[Event], alerts: Sequence[Alert] = (), *,
@@ -540,7 +539,7 @@ class Store:
 
     def sent_reminders(self, watch: str) -> set[tuple[str, str, int]]:
         """(model, expiration_date, days) of every reminder already recorded for ``watch``."""
-        rows = self._conn.execute(
+        rows = self._read(
             "SELECT model, expiration_date, days FROM reminders WHERE watch = ?", (watch,))
         return {(r[0], r[1], r[2]) for r in rows}
 
@@ -682,10 +681,7 @@ class Store:
         sql += " ORDER BY id DESC"
         if query.limit:
             sql += f" LIMIT {int(query.limit)}"
-        try:
-            rows = self._conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot read events: {exc}") from None
+        rows = self._read(sql, args, what="events")
         return [(r[0], orjson.loads(r[1])) for r in reversed(rows)]
 
     # Operator notices: what is being told, so that `once` runs tell like the daemon.

@@ -17,9 +17,9 @@ import orjson
 
 from watcher import escape
 from watcher.diff import as_decimal
+from watcher.errors import TemplateRefused
 from watcher.events import Event
 from watcher.links import model_id_path, model_path
-from watcher.notify.templates import TemplateRefused
 
 if TYPE_CHECKING:  # config imports the templates of this package: avoid the cycle at runtime
     from watcher.config import Target

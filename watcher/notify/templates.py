@@ -39,6 +39,7 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from watcher import escape, yamldoc
+from watcher.errors import TemplateRefused
 
 MAX_SOURCE = 10_000
 MAX_OUTPUT = 20_000
@@ -54,10 +55,6 @@ CALL_COST = 10
 ACCESS_COST = 3  # e.events[0].model
 
 MARKUPS = ("text", "console", "markdown", "html", "json")
-
-
-class TemplateRefused(Exception):  # noqa: N818 - it is a refusal, not a bug
-    """A template broke a sandbox rule or failed to render; the message says which."""
 
 
 class _Budget:
