@@ -147,3 +147,38 @@ def test_http_public_url_is_kept_without_its_trailing_slash(write_config) -> Non
     settings = config.load(path)
     assert settings.http is not None
     assert settings.http.public_url == "https://w.example.com/watch"
+
+
+def test_a_key_left_out_takes_the_dataclass_default(write_config) -> None:
+    """Each default is written once, on the dataclass: the reader leaves absent keys out."""
+    path = write_config('watches: [{name: m, url: "http://127.0.0.1:1/m", interval: 1h}]\n'
+                        'http: {listen: "127.0.0.1:9464"}\n'
+                        "delivery: {}\nretention: {}\noperator: {notify: []}\n")
+    settings = config.load(path)
+    assert settings.watches == (config.Watch(name="m", url="http://127.0.0.1:1/m", interval=3600),)
+    assert settings.http == config.Http(host="127.0.0.1", port=9464)
+    assert (settings.delivery, settings.retention, settings.operator) == (
+        config.Delivery(), config.Retention(), config.Operator())
+    assert (settings.log_level, settings.expiring_soon_days) == ("info", (7, 1))
+
+
+def test_keys_given_fill_their_fields(write_config) -> None:
+    path = write_config("""
+watches:
+  - {name: m, url: "http://127.0.0.1:1/m", interval: 90s, timeout: 5s, max_body_mb: 0.5,
+     max_pages: 3, retries: 0, retry_backoff: 10ms, max_retry_after: 1m, max_removed_pct: 50,
+     confirm_polls: 1}
+delivery: {max_age: 1h, retry_backoff: 1s, max_backoff: 1m, stop_grace: 2s}
+retention: {unchanged_checks: forever, messages: 8d, dead_letters: never, events: 1h}
+expiring_soon_days: [1, 14, 1]
+""")
+    settings = config.load(path)
+    assert settings.watches[0] == config.Watch(
+        name="m", url="http://127.0.0.1:1/m", interval=90, timeout=5, max_body_bytes=1 << 19,
+        max_pages=3, max_removed_pct=50, confirm_polls=1,
+        retry=config.RetryPolicy(attempts=1, backoff=0.01, max_retry_after=60))
+    assert settings.delivery == config.Delivery(max_age=3600, retry_backoff=1, max_backoff=60,
+                                                stop_grace=2)
+    assert settings.retention == config.Retention(unchanged_checks=None, messages=8 * 86400,
+                                                  dead_letters=None, events=3600)
+    assert settings.expiring_soon_days == (14, 1)

@@ -333,7 +333,7 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
                           f"{', '.join(sorted(settings.targets)) or 'none'})")
     failures = asyncio.run(_test_notify(settings, names))
     for name in names:
-        where = privacy_url(settings.targets[name].url)
+        where = privacy_url(settings.targets[name].url.reveal())
         if name in failures:
             print(f"{name}: FAILED ({where}): {failures[name]}")
         else:

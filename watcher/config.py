@@ -1,9 +1,12 @@
 """Typed, strict configuration, loaded once.
 
 Unknown keys, wrong types and missing keys are :class:`ConfigError`\\ s that name the file,
-the line and the key.  ``${VAR}`` in string values expands from the environment; values
-that come from the environment or from ``*_file`` keys in secret places (API keys, target
-URLs) are collected in :attr:`Settings.secrets` so that logging can redact them.
+the line and the key.  Each key is one :class:`Key` (its name, how it is read and checked,
+the field it fills); its default is the dataclass field's, written once.  ``${VAR}`` in
+string values expands from the environment.  API keys and target URLs are
+:class:`~watcher.secret.Secret`\\ s, which never print their value; what may be a secret
+(values from the environment or ``*_file`` keys, the token-like parts of target URLs) is
+also collected in :attr:`Settings.secrets`, so that logging can redact it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +27,7 @@ from watcher import yamldoc
 from watcher.notify.templates import Template, compile_template
 from watcher.rules.load import load_rule_files
 from watcher.rules.model import Rule
+from watcher.secret import Secret
 
 ENV_CONFIG = "OPENROUTER_WATCHER_CONFIG"
 LOCAL_CONFIG = "openrouter-watcher.yaml"
@@ -49,7 +54,7 @@ class Watch:
     name: str
     url: str
     interval: float
-    api_key: str | None = field(default=None, repr=False)
+    api_key: Secret | None = None
     api_key_file: Path | None = None  # read again before every poll: a rotated key just works
     timeout: float = 30.0
     max_body_bytes: int = 32 << 20  # all pages of one poll together
@@ -57,6 +62,10 @@ class Watch:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_removed_pct: float = 30.0   # a response losing more than this is held, not diffed
     confirm_polls: int = 3          # ... until the same list is seen this many times in a row
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None:
+            object.__setattr__(self, "api_key", Secret.of(self.api_key))
 
 
 @dataclass(frozen=True)
@@ -72,16 +81,19 @@ class Target:
     """A named place to send notifications: an Apprise URL, or ``console://``."""
 
     name: str
-    url: str = field(repr=False)
+    url: Secret
     format: str | None = None       # text | markdown | html | json; None: by the URL's scheme
     max_length: int | None = None   # None: by the URL's scheme
     title: Template | None = None
     body: Template | None = None
     source: str = ""                # file:line, for errors at delivery time
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", Secret.of(self.url))
+
     @property
     def scheme(self) -> str:
-        return self.url.split("://", 1)[0].lower()
+        return self.url.reveal().split("://", 1)[0].lower()
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,8 @@ class Retention:
 
 @dataclass(frozen=True)
 class Http:
-    """The optional listener for ``/healthz`` and ``/metrics``."""
+    """The optional listener: ``/healthz``, ``/metrics``, and the pages (recent changes, a
+    model's history, the Atom feed) with their JSON API."""
 
     host: str
     port: int
@@ -174,91 +187,279 @@ def find_config(explicit: str | None) -> Path:
 
 def load(path: Path) -> Settings:
     """Read and validate the config at ``path`` and every rule file it names."""
-    root = yamldoc.load(path)
-    keys = root.mapping(
-        allowed={"state_dir", "watches", "targets", "rules", "log_level", "delivery",
-                 "expiring_soon_days", "operator", "http", "retention"},
-        required={"watches"},
-    )
-    base = path.parent
-    secrets: list[str] = []
-    warnings: list[str] = []
-
-    if "state_dir" in keys:
-        state_dir = base / keys["state_dir"].string(expand_env=True)
-    else:
-        state_dir = Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state")
-
-    watches = tuple(_watch(v, base, secrets, warnings) for v in keys["watches"].sequence())
-    if not watches:
-        raise keys["watches"].error("at least one watch is needed")
-    names = [w.name for w in watches]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise keys["watches"].sequence()[i].error(f"duplicate watch name {name!r}")
-
-    targets = _targets(keys["targets"], base, secrets) if "targets" in keys else {}
-
-    rule_files: list[Path] = []
-    if "rules" in keys:
-        for item in keys["rules"].sequence():
-            rule_files.extend(_expand_rule_paths(item, base))
-    rules = load_rule_files(rule_files, targets=set(targets), watches=set(names))
-
-    log_level = keys["log_level"].choice(LOG_LEVELS) if "log_level" in keys else "info"
-    delivery = _delivery(keys["delivery"]) if "delivery" in keys else Delivery()
-    operator = _operator(keys["operator"], set(targets)) if "operator" in keys else Operator()
-    days: tuple[int, ...] = (7, 1)
-    if "expiring_soon_days" in keys:
-        days = tuple(sorted({v.integer(minimum=0) for v in keys["expiring_soon_days"].sequence()},
-                            reverse=True))
-    return Settings(
-        path=path, state_dir=state_dir, watches=watches, targets=targets, rules=rules,
-        rule_files=tuple(rule_files), log_level=log_level, delivery=delivery, operator=operator,
-        expiring_soon_days=days,
-        secrets=frozenset(s for s in secrets if len(s) >= 4), warnings=tuple(warnings),
-        http=_http(keys["http"]) if "http" in keys else None,
-        retention=_retention(keys["retention"]) if "retention" in keys else Retention(),
-    )
+    loading = _Loading(path.parent)
+    settings = _read(yamldoc.load(path), loading.keys())
+    settings.setdefault("state_dir", _default_state_dir())
+    settings["targets"] = loading.targets
+    settings["rules"] = load_rule_files(settings.get("rule_files", ()),
+                                        targets=set(loading.targets), watches=loading.watches)
+    return Settings(path=path, **settings,
+                    secrets=frozenset(s for s in loading.secrets if len(s) >= 4),
+                    warnings=tuple(loading.warnings))
 
 
+@dataclass(frozen=True)
+class Key:
+    """One config key: its name in the file, how its value is read and checked, and the
+    dataclass field it fills.
+
+    A key missing from the file is left out of the fields, so the dataclass's own default
+    applies: each default is written once, on the dataclass.
+    """
+
+    name: str
+    read: Callable[[yamldoc.Value], Any]
+    into: str = ""           # the dataclass field, when it is not named like the key
+    required: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.into or self.name
+
+
+def _mapping(value: yamldoc.Value, keys: Sequence[Key], *, exclusive: tuple[str, str] | None = None
+             ) -> dict[str, yamldoc.Value]:
+    """The keys of mapping ``value``; unknown, duplicate and missing ones are errors (naming
+    file, line and key), and so are both of an ``exclusive`` pair."""
+    found = value.mapping(allowed={k.name for k in keys},
+                          required={k.name for k in keys if k.required})
+    if exclusive and all(name in found for name in exclusive):
+        first, second = exclusive
+        raise found[second].error(f"give {first} or {second}, not both")
+    return found
+
+
+def _fields(found: dict[str, yamldoc.Value], keys: Sequence[Key]) -> dict[str, Any]:
+    """The dataclass fields ``keys`` read from ``found``, in the order of ``keys``."""
+    return {key.attr: key.read(found[key.name]) for key in keys if key.name in found}
+
+
+def _read(value: yamldoc.Value, keys: Sequence[Key]) -> dict[str, Any]:
+    return _fields(_mapping(value, keys), keys)
+
+
+def _duration(minimum: float = 0.0) -> Callable[[yamldoc.Value], float]:
+    return lambda value: yamldoc.duration(value, minimum=minimum)
+
+
+def _integer(minimum: int) -> Callable[[yamldoc.Value], int]:
+    return lambda value: value.integer(minimum=minimum)
+
+
+def _number(minimum: float) -> Callable[[yamldoc.Value], float]:
+    return lambda value: value.number(minimum=minimum)
+
+
+class _Loading:
+    """One load of a config: where relative paths start, the secrets and warnings found,
+    and what later keys refer to (rules and ``operator.notify`` name targets and watches).
+
+    The top-level keys are read in the order of :meth:`keys`, so ``watches`` and
+    ``targets`` are known when ``operator`` is read, and when the rule files are.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.secrets: list[str] = []
+        self.warnings: list[str] = []
+        self.watches: set[str] = set()
+        self.targets: dict[str, Target] = {}
+
+    def keys(self) -> tuple[Key, ...]:
+        return (
+            Key("state_dir", self._state_dir),
+            Key("watches", self._watches, required=True),
+            Key("targets", self._targets),
+            Key("rules", self._rule_files, into="rule_files"),
+            Key("log_level", lambda value: value.choice(LOG_LEVELS)),
+            Key("delivery", lambda value: Delivery(**_read(value, DELIVERY_KEYS))),
+            Key("operator", self._operator),
+            Key("expiring_soon_days", _days),
+            Key("http", _http),
+            Key("retention", lambda value: Retention(**_read(value, RETENTION_KEYS))),
+        )
+
+    def _state_dir(self, value: yamldoc.Value) -> Path:
+        return self.base / value.string(expand_env=True)
+
+    def _target_url(self, value: yamldoc.Value) -> str:
+        return value.string(expand_env=True, secrets=self.secrets)
+
+    def _target_url_file(self, value: yamldoc.Value) -> str:
+        url = _read_secret_file(value, self.base)
+        self.secrets.append(url)
+        return url
+
+    def _watches(self, value: yamldoc.Value) -> tuple[Watch, ...]:
+        items = value.sequence()
+        watches = tuple(self._watch(item) for item in items)
+        if not watches:
+            raise value.error("at least one watch is needed")
+        for item, watch in zip(items, watches, strict=True):
+            if watch.name in self.watches:
+                raise item.error(f"duplicate watch name {watch.name!r}")
+            self.watches.add(watch.name)
+        return watches
+
+    def _watch(self, value: yamldoc.Value) -> Watch:
+        keys = (*self._watch_keys(), *RETRY_KEYS)
+        found = _mapping(value, keys, exclusive=("api_key_env", "api_key_file"))
+        fields = _fields(found, self._watch_keys())
+        if "api_key_file" in found:
+            fields["api_key"] = Secret(_read_secret_file(found["api_key_file"], self.base))
+        if "api_key" in fields:
+            self.secrets.append(fields["api_key"].reveal())
+        watch = Watch(**fields, retry=RetryPolicy(**_fields(found, RETRY_KEYS)))
+        host = urlsplit(watch.url).hostname or ""
+        if watch.interval < MIN_INTERVAL_OPENROUTER and host.endswith("openrouter.ai"):
+            self.warnings.append(
+                f"{value.path}:{found['interval'].line}: watch {watch.name!r} polls openrouter.ai "
+                f"every {watch.interval:g}s; below {MIN_INTERVAL_OPENROUTER:g}s is meant for "
+                "tests and replays")
+        return watch
+
+    def _watch_keys(self) -> tuple[Key, ...]:
+        return (
+            Key("name", _watch_name, required=True),
+            Key("url", _watch_url, required=True),
+            Key("interval", _duration(minimum=1.0), required=True),
+            Key("api_key_env", _api_key_env, into="api_key"),
+            Key("api_key_file", lambda value: _secret_path(value, self.base)),
+            Key("timeout", _duration(minimum=1.0)),
+            Key("max_body_mb", lambda value: int(value.number(minimum=0.01) * (1 << 20)),
+                into="max_body_bytes"),
+            Key("max_pages", _integer(minimum=1)),
+            Key("max_removed_pct", _number(minimum=0)),
+            Key("confirm_polls", _integer(minimum=1)),
+        )
+
+    def _targets(self, value: yamldoc.Value) -> dict[str, Target]:
+        for name, item in value.items():
+            self.targets[name] = self._target(name, item)
+        return self.targets
+
+    def _target(self, name: str, item: yamldoc.Value) -> Target:
+        if isinstance(item.node, yaml.MappingNode):
+            keys = (Key("url", self._target_url), Key("url_file", self._target_url_file,
+                                                      into="url"), *TARGET_KEYS)
+            found = _mapping(item, keys)
+            if ("url" in found) == ("url_file" in found):
+                raise item.error("give exactly one of url or url_file")
+            fields = _fields(found, keys)
+            url = fields.pop("url")
+        else:
+            fields, url = {}, self._target_url(item)
+        if "://" not in url:
+            # The URL may hold a token: name the key, never echo the value.
+            raise item.error("expected an Apprise URL such as slack://..., mailto://... "
+                             "or console://")
+        if url.split("://", 1)[0] != "console":
+            self.secrets.extend(url_secrets(url))
+        return Target(name=name, url=Secret(url), source=f"{item.path}:{item.line}", **fields)
+
+    def _rule_files(self, value: yamldoc.Value) -> tuple[Path, ...]:
+        return tuple(path for item in value.sequence()
+                     for path in _expand_rule_paths(item, self.base))
+
+    def _operator(self, value: yamldoc.Value) -> Operator:
+        found = _mapping(value, OPERATOR_KEYS)
+        fields = _fields(found, OPERATOR_KEYS)
+        for name in fields["notify"]:
+            if name not in self.targets:
+                known = ", ".join(sorted(self.targets)) or "none are configured"
+                raise found["notify"].error(f"unknown target {name!r} (targets: {known})")
+        return Operator(**fields)
+
+
+def _default_state_dir() -> Path:
+    """systemd's ``StateDirectory=`` when it is set, else ``./state``."""
+    return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state")
+
+
+def _watch_name(value: yamldoc.Value) -> str:
+    name = value.string()
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise value.error("use letters, digits, '-' and '_' only")
+    return name
+
+
+def _watch_url(value: yamldoc.Value) -> str:
+    url = value.string(expand_env=True)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise value.error(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _api_key_env(value: yamldoc.Value) -> Secret:
+    var = value.string()
+    key = os.environ.get(var)
+    if not key:
+        raise value.error(f"environment variable {var} is not set")
+    return Secret(key)
+
+
+def _days(value: yamldoc.Value) -> tuple[int, ...]:
+    return tuple(sorted({item.integer(minimum=0) for item in value.sequence()}, reverse=True))
+
+
+RETRY_KEYS = (
+    Key("retries", lambda value: value.integer(minimum=0) + 1, into="attempts"),
+    Key("retry_backoff", _duration(minimum=0.001), into="backoff"),
+    Key("max_retry_after", _duration()),
+)
+DELIVERY_KEYS = (
+    Key("max_age", _duration(minimum=1)),
+    Key("retry_backoff", _duration(minimum=0.01)),
+    Key("max_backoff", _duration(minimum=0.01)),
+    Key("stop_grace", _duration()),
+)
+OPERATOR_KEYS = (
+    Key("notify", lambda value: tuple(value.string_list()), required=True),
+    Key("repeat_interval", _duration(minimum=1)),
+)
+TARGET_KEYS = (  # after url or url_file, which the load reads (they are secrets)
+    Key("format", lambda value: value.choice(FORMATS)),
+    Key("max_length", _integer(minimum=200)),
+    Key("title", compile_template),
+    Key("body", compile_template),
+)
 FOREVER = ("forever", "never")  # "keep forever", "never prune": both read naturally
 
 
-def _retention(value: yamldoc.Value) -> Retention:
-    kinds = ("unchanged_checks", "messages", "dead_letters", "events")
-    keys = value.mapping(allowed=set(kinds))
-    default = Retention()
-    ages: dict[str, float | None] = {}
-    for kind in kinds:
-        if kind not in keys:
-            ages[kind] = getattr(default, kind)
-        elif isinstance(keys[kind].node, yaml.ScalarNode) and keys[kind].node.value in FOREVER:
-            ages[kind] = None
-        else:
-            # A message row must outlive the window in which another watch's copy of the
-            # same change is recognised (a day, or 3 intervals): see app.same_change_window.
-            minimum = 7 * 86400.0 if kind == "messages" else 3600.0
-            ages[kind] = yamldoc.duration(keys[kind], minimum=minimum)
-    return Retention(**ages)
+def _age(minimum: float) -> Callable[[yamldoc.Value], float | None]:
+    """A retention age: a duration of at least ``minimum``, or forever (None)."""
+    def read(value: yamldoc.Value) -> float | None:
+        if isinstance(value.node, yaml.ScalarNode) and value.node.value in FOREVER:
+            return None
+        return yamldoc.duration(value, minimum=minimum)
+    return read
+
+
+RETENTION_KEYS = (
+    Key("unchanged_checks", _age(minimum=3600.0)),
+    # A message row must outlive the window in which another watch's copy of the same change
+    # is recognised (a day, or 3 intervals): see app.same_change_window.
+    Key("messages", _age(minimum=7 * 86400.0)),
+    Key("dead_letters", _age(minimum=3600.0)),
+    Key("events", _age(minimum=3600.0)),
+)
 
 
 def _http(value: yamldoc.Value) -> Http:
-    keys = value.mapping(allowed={"listen", "public_url", "max_connections", "header_timeout"},
-                         required={"listen"})
-    listen = keys["listen"].string(expand_env=True)
+    fields = _read(value, HTTP_KEYS)
+    host, port = fields.pop("listen")
+    return Http(host=host, port=port, **fields)
+
+
+def _listen(value: yamldoc.Value) -> tuple[str, int]:
+    listen = value.string(expand_env=True)
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise keys["listen"].error(f"expected HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, "
-                                   f"got {listen!r}")
-    public_url = _public_url(keys["public_url"]) if "public_url" in keys else None
-    limits: dict[str, Any] = {}
-    if "max_connections" in keys:
-        limits["max_connections"] = keys["max_connections"].integer(minimum=1)
-    if "header_timeout" in keys:
-        limits["header_timeout"] = yamldoc.duration(keys["header_timeout"], minimum=0.1)
-    return Http(host=host, port=int(port), public_url=public_url, **limits)
+        raise value.error(f"expected HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, "
+                          f"got {listen!r}")
+    return host, int(port)
 
 
 def _public_url(value: yamldoc.Value) -> str:
@@ -276,116 +477,12 @@ def _public_url(value: yamldoc.Value) -> str:
     return url.rstrip("/")
 
 
-def _watch(value: yamldoc.Value, base: Path, secrets: list[str], warnings: list[str]) -> Watch:
-    keys = value.mapping(
-        allowed={"name", "url", "interval", "api_key_env", "api_key_file", "timeout",
-                 "max_body_mb", "max_pages", "retries", "retry_backoff", "max_retry_after", "max_removed_pct",
-                 "confirm_polls"},
-        required={"name", "url", "interval"},
-    )
-    name = keys["name"].string()
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise keys["name"].error("use letters, digits, '-' and '_' only")
-    url = keys["url"].string(expand_env=True)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise keys["url"].error(f"expected an http:// or https:// URL, got {url!r}")
-    interval = yamldoc.duration(keys["interval"], minimum=1.0)
-    if interval < MIN_INTERVAL_OPENROUTER and (parts.hostname or "").endswith("openrouter.ai"):
-        warnings.append(
-            f"{value.path}:{keys['interval'].line}: watch {name!r} polls openrouter.ai every "
-            f"{interval:g}s; below {MIN_INTERVAL_OPENROUTER:g}s is meant for tests and replays"
-        )
-    if "api_key_env" in keys and "api_key_file" in keys:
-        raise keys["api_key_file"].error("give api_key_env or api_key_file, not both")
-    api_key, key_file = None, None
-    if "api_key_env" in keys:
-        var = keys["api_key_env"].string()
-        api_key = os.environ.get(var)
-        if not api_key:
-            raise keys["api_key_env"].error(f"environment variable {var} is not set")
-    elif "api_key_file" in keys:
-        key_file = _secret_path(keys["api_key_file"], base)
-        api_key = _read_secret_file(keys["api_key_file"], base)
-    if api_key:
-        secrets.append(api_key)
-    timeout = yamldoc.duration(keys["timeout"], minimum=1.0) if "timeout" in keys else 30.0
-    max_mb = keys["max_body_mb"].number(minimum=0.01) if "max_body_mb" in keys else 32.0
-    max_pages = keys["max_pages"].integer(minimum=1) if "max_pages" in keys else Watch.max_pages
-    default = RetryPolicy()
-    retry = RetryPolicy(
-        attempts=keys["retries"].integer(minimum=0) + 1 if "retries" in keys else default.attempts,
-        backoff=yamldoc.duration(keys["retry_backoff"], minimum=0.001)
-        if "retry_backoff" in keys else default.backoff,
-        max_retry_after=yamldoc.duration(keys["max_retry_after"])
-        if "max_retry_after" in keys else default.max_retry_after,
-    )
-    max_removed = keys["max_removed_pct"].number(minimum=0) if "max_removed_pct" in keys else 30.0
-    confirm = keys["confirm_polls"].integer(minimum=1) if "confirm_polls" in keys else 3
-    return Watch(name=name, url=url, interval=interval, api_key=api_key, api_key_file=key_file,
-                 timeout=timeout,
-                 max_body_bytes=int(max_mb * (1 << 20)), max_pages=max_pages, retry=retry,
-                 max_removed_pct=max_removed, confirm_polls=confirm)
-
-
-def _operator(value: yamldoc.Value, targets: set[str]) -> Operator:
-    keys = value.mapping(allowed={"notify", "repeat_interval"}, required={"notify"})
-    notify = keys["notify"].string_list()
-    for name in notify:
-        if name not in targets:
-            raise keys["notify"].error(f"unknown target {name!r} (targets: "
-                                       f"{', '.join(sorted(targets)) or 'none are configured'})")
-    repeat = (yamldoc.duration(keys["repeat_interval"], minimum=1)
-              if "repeat_interval" in keys else Operator().repeat_interval)
-    return Operator(notify=tuple(notify), repeat_interval=repeat)
-
-
-def _delivery(value: yamldoc.Value) -> Delivery:
-    keys = value.mapping(allowed={"max_age", "retry_backoff", "max_backoff", "stop_grace"})
-    default = Delivery()
-    return Delivery(
-        max_age=yamldoc.duration(keys["max_age"], minimum=1) if "max_age" in keys
-        else default.max_age,
-        retry_backoff=yamldoc.duration(keys["retry_backoff"], minimum=0.01)
-        if "retry_backoff" in keys else default.retry_backoff,
-        max_backoff=yamldoc.duration(keys["max_backoff"], minimum=0.01)
-        if "max_backoff" in keys else default.max_backoff,
-        stop_grace=yamldoc.duration(keys["stop_grace"]) if "stop_grace" in keys
-        else default.stop_grace,
-    )
-
-
-def _targets(value: yamldoc.Value, base: Path, secrets: list[str]) -> dict[str, Target]:
-    targets: dict[str, Target] = {}
-    for name, item in value.items():
-        extra: dict[str, Any] = {}
-        if isinstance(item.node, yaml.MappingNode):
-            keys = item.mapping(allowed={"url", "url_file", "format", "max_length", "title",
-                                         "body"})
-            if ("url" in keys) == ("url_file" in keys):
-                raise item.error("give exactly one of url or url_file")
-            if "url" in keys:
-                url = keys["url"].string(expand_env=True, secrets=secrets)
-            else:
-                url = _read_secret_file(keys["url_file"], base)
-                secrets.append(url)
-            if "format" in keys:
-                extra["format"] = keys["format"].choice(FORMATS)
-            if "max_length" in keys:
-                extra["max_length"] = keys["max_length"].integer(minimum=200)
-            for key in ("title", "body"):
-                if key in keys:
-                    extra[key] = compile_template(keys[key])
-        else:
-            url = item.string(expand_env=True, secrets=secrets)
-        if "://" not in url:
-            # The URL may hold a token: name the key, never echo the value.
-            raise item.error("expected an Apprise URL such as slack://..., mailto://... "
-                             "or console://")
-        if url.split("://", 1)[0] != "console":
-            secrets.extend(url_secrets(url))
-        targets[name] = Target(name=name, url=url, source=f"{item.path}:{item.line}", **extra)
-    return targets
+HTTP_KEYS = (  # listen is two fields, host and port
+    Key("listen", _listen, required=True),
+    Key("public_url", _public_url),
+    Key("max_connections", _integer(minimum=1)),
+    Key("header_timeout", _duration(minimum=0.1)),
+)
 
 
 # Query keys of Apprise URLs whose values name places, people or options, never secrets.

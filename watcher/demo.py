@@ -20,6 +20,7 @@ from aiohttp import web
 
 from watcher.config import Settings, Target, Watch, packaged_config
 from watcher.rules.load import load_rule_files
+from watcher.secret import Secret
 
 
 def taken_at(name: str) -> datetime:
@@ -59,7 +60,7 @@ async def replay_server(bodies: list[bytes]) -> AsyncIterator[str]:
 
 def demo_settings(url: str, state_dir: Path) -> Settings:
     """The packaged default config, pointed at the replay server."""
-    targets = {"console": Target("console", "console://")}
+    targets = {"console": Target("console", Secret("console://"))}
     rules_file = packaged_config().parent / "rules" / "default.yaml"
     return Settings(
         path=packaged_config(), state_dir=state_dir,

@@ -43,6 +43,7 @@ from watcher import __version__, log, yamldoc
 from watcher.backoff import backoff
 from watcher.config import MAX_SECRET_BYTES, RetryPolicy, Watch
 from watcher.errors import AuthError, FetchError
+from watcher.secret import Secret
 
 USER_AGENT = f"openrouter-watcher/{__version__} (+https://github.com/openrouter-watcher)"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -106,9 +107,9 @@ def with_current_key(watch: Watch) -> Watch:
                          retryable=False) from None
     if not key:
         raise FetchError(f"api_key_file {watch.api_key_file} is empty", retryable=False)
-    if key != watch.api_key:
+    if watch.api_key != key:
         log.redactor.add(key)
-    return replace(watch, api_key=key)
+    return replace(watch, api_key=Secret(key))
 
 
 async def fetch_page(session: aiohttp.ClientSession, watch: Watch, url: str, *,
@@ -138,7 +139,7 @@ def _delay(attempt: int, retry_after: float | None, policy: RetryPolicy) -> floa
 
 async def _get(session: aiohttp.ClientSession, watch: Watch, url: str, *, limit: int,
                pages: int) -> bytes:
-    headers = {"Authorization": f"Bearer {watch.api_key}"} if watch.api_key else {}
+    headers = {"Authorization": f"Bearer {watch.api_key.reveal()}"} if watch.api_key else {}
     timeout = aiohttp.ClientTimeout(total=watch.timeout, connect=min(10.0, watch.timeout))
     where = _safe(url)
     try:

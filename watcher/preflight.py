@@ -101,7 +101,7 @@ def check_targets(settings: Settings) -> None:
             continue
         # Apprise logs the URL it refuses, token and all: its words stay in the capture.
         with apprise.LogCapture(level=logging.DEBUG):  # type: ignore[no-untyped-call]
-            loaded = apprise.Apprise.instantiate(target.url)
+            loaded = apprise.Apprise.instantiate(target.url.reveal())
         if loaded is not None:
             continue
         if target.scheme not in NotificationManager():  # type: ignore[no-untyped-call]

@@ -171,9 +171,10 @@ class _SendLog(logging.Handler):
 
 def with_idempotency_key(target: Target, key: str) -> str:
     """Webhook URLs get the key as an ``Idempotency-Key`` header and a payload field."""
+    url = target.url.reveal()  # what Apprise sends to: the one place the URL is used
     if target.scheme not in JSON_SCHEMES:  # the webhook schemes
-        return target.url
-    parts = urlsplit(target.url)
+        return url
+    parts = urlsplit(url)
     extra = f"+Idempotency-Key={key}&:idempotency_key={key}"
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit(parts._replace(query=query))
