@@ -273,7 +273,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     for result in results:
         _print_events(result.events, args.format)
         if args.format == "text":
-            print(_summary(result))
+            print(_cycle_line(result))
     for target, count in sorted(pending.items()):
         print(f"openrouter-watcher: {count} notifications for {target!r} are pending (failed or "
               "settling); `status` shows why", file=sys.stderr)
@@ -289,7 +289,7 @@ def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: s
                           if a.event == index]
                 _print_json({**event, "routes": routes})
             continue
-        _say(f"{_summary(result)} (dry run: nothing recorded, nothing sent)")
+        _say(f"{_cycle_line(result)} (dry run: nothing recorded, nothing sent)")
         by_key: dict[tuple[str, str], list[Event]] = {}
         for alert in result.alerts:
             by_key.setdefault((alert.target, alert.group), []).append(result.events[alert.event])
@@ -313,7 +313,7 @@ def _public_url(settings: config.Settings) -> str | None:
     return settings.http.public_url if settings.http else None
 
 
-def _summary(result: CycleResult) -> str:
+def _cycle_line(result: CycleResult) -> str:
     if result.outcome in ("failed", "crashed"):
         error = escape.plain(log.redactor.text(result.error or ""))
         return f"{result.watch}: {result.outcome.upper()}: {error}"
@@ -692,7 +692,7 @@ async def _demo() -> int:
                         now["at"] = demo.taken_at(name)
                         result = await app.cycle(settings.watches[0])
                         print(f"== poll {step}: {name.removesuffix('.json.gz')} ==")
-                        print(_summary(result))
+                        print(_cycle_line(result))
                         if result.events:
                             print(f"{len(result.alerts)} of them match the default rules; "
                                   "the console target gets:")

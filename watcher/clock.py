@@ -6,7 +6,7 @@ Stored check and event times use this form, so they sort as text and compare wit
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -19,3 +19,19 @@ def iso(moment: datetime | float) -> str:
     """``moment`` (a datetime, or seconds since the epoch) as stored and shown."""
     when = datetime.fromtimestamp(moment, UTC) if isinstance(moment, (int, float)) else moment
     return when.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+def parse(text: str) -> datetime:
+    """A time written by :func:`iso` back as an aware datetime; ValueError if it is not one."""
+    return datetime.strptime(text, ISO_FORMAT).replace(tzinfo=UTC)
+
+
+def days_left(expires: object, today: date) -> int | None:
+    """Whole days from ``today`` to the date ``expires`` begins with (an ISO date, or a time
+    such as a model's ``expiration_date``); None when it is not one.  Negative once past."""
+    if not isinstance(expires, str):
+        return None
+    try:
+        return (date.fromisoformat(expires[:10]) - today).days
+    except ValueError:
+        return None

@@ -16,6 +16,7 @@ The newlines we write ourselves are added after this, so they stay.
 from __future__ import annotations
 
 import re
+from html import escape as html_escape
 
 # C0 and C1 controls, DEL, line/paragraph separators, bidirectional embeddings, overrides and
 # isolates ("Trojan source"), and lone surrogates (which no encoder can write).
@@ -55,9 +56,9 @@ def markdown(text: str) -> str:
 
 
 def html(text: str) -> str:
-    """Plain text for an HTML body or attribute."""
-    return (plain(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    """Plain text for an HTML body or attribute: :func:`html.escape`, but an apostrophe stays
+    one (``quote=True`` would also write ``'`` as ``&#x27;``, changing every message)."""
+    return html_escape(plain(text), quote=False).replace('"', "&quot;")
 
 
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from watcher.clock import days_left
 from watcher.diff import MAX_DIGITS, Change, as_decimal
 from watcher.snapshot import Snapshot
 
@@ -165,11 +166,7 @@ def expiring_soon(snap: Snapshot, *, watch: str, today: date, days: Iterable[int
     out: list[tuple[Event, tuple[str, str, int]]] = []
     for model_id, item in snap.models.items():
         when = item.get("expiration_date")
-        if not isinstance(when, str):
-            continue
-        try:
-            left = (date.fromisoformat(when[:10]) - today).days
-        except ValueError:
+        if not isinstance(when, str) or (left := days_left(when, today)) is None:
             continue
         due = [d for d in thresholds if left <= d]
         if left < 0 or not due:

@@ -37,7 +37,7 @@ class Metrics:
         Gauge(f"{PREFIX}_build_info", "The running version (always 1).", ["version"],
               registry=r).labels(__version__).set(1)
         self._cycles = Counter(f"{PREFIX}_cycles", "Poll cycles by watch and outcome "
-                               "(baseline, unchanged, changed, reminders, held, failed, crashed).",
+                               "(baseline, unchanged, changed, held, failed, crashed).",
                                ["watch", "outcome"], registry=r)
         self._fetch = Histogram(f"{PREFIX}_fetch_duration_seconds",
                                 "Time to fetch (with retries) and parse a watch's model list.",
@@ -102,8 +102,8 @@ class Metrics:
 
     # Notifications -----------------------------------------------------------------
 
-    def notification_sent(self, target: str, messages: int = 1) -> None:
-        self._sent.labels(target).inc(messages)
+    def notification_sent(self, target: str) -> None:
+        self._sent.labels(target).inc()
 
     def notification_failed(self, target: str) -> None:
         self._failed.labels(target).inc()

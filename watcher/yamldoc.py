@@ -181,11 +181,6 @@ class Value:
             raise self.error(f"must be at least {minimum:g}, got {value:g}")
         return value
 
-    def boolean(self) -> bool:
-        if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _BOOL_TAG:
-            raise self.error(f"expected true or false, got {self.kind()}")
-        return bool(yaml.safe_load(self.node.value))
-
     def choice(self, options: tuple[str, ...]) -> str:
         value = self.string()
         if value not in options:
@@ -230,19 +225,16 @@ def read_file(path: Path, limit: int) -> bytes:
     return data
 
 
-def load(path: Path, text: str | None = None) -> Value:
-    """Compose one YAML document from ``path`` (or ``text``) into a :class:`Value`."""
-    if text is None:
-        try:
-            text = read_file(path, MAX_FILE_BYTES).decode("utf-8")
-        except UnreadableFileError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read: {exc}") from None
-    if len(text) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: file is too large (limit {MAX_FILE_BYTES} bytes)")
+def load(path: Path) -> Value:
+    """Compose the one YAML document in ``path`` into a :class:`Value`."""
+    try:
+        text = read_file(path, MAX_FILE_BYTES).decode("utf-8")
+    except UnreadableFileError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     loader = _Loader(text, path)
     try:
         node = loader.get_single_node()

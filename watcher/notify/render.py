@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from watcher import escape
+from watcher.clock import days_left
 from watcher.diff import as_decimal
 from watcher.errors import TemplateRefused
 from watcher.events import Event
@@ -68,15 +69,6 @@ def pct(value: Any) -> str:
     return f" ({value:+.1f}%)".replace(".0%", "%")
 
 
-def days_left(expires: Any, today: date) -> int | None:
-    if not isinstance(expires, str):
-        return None
-    try:
-        return (date.fromisoformat(expires[:10]) - today).days
-    except ValueError:
-        return None
-
-
 MAX_DESCRIPTION = 500  # characters of one event's description: a hostile list stays one line
 
 
@@ -109,9 +101,9 @@ def _describe(event: Event, today: date | None) -> str:
         return (f"{price(old, key)} -> {price(new, key)} {price_unit(key)}"
                 f"{pct(event.get('change_pct'))}")
     if kind == "model_added":
-        return "new model" + _summary(new)
+        return "new model" + _model_facts(new)
     if kind == "model_removed":
-        return "removed from OpenRouter" + _summary(old)
+        return "removed from OpenRouter" + _model_facts(old)
     if kind == "model_unavailable_to_account":
         return "no longer available to your account (OpenRouter still lists it)"
     if kind == "model_available_to_account":
@@ -125,7 +117,8 @@ def _describe(event: Event, today: date | None) -> str:
     if kind == "expiration_cleared":
         return f"expiration date {shown(old, 40)} cleared"
     if kind == "context_length_changed":
-        return f"context {_tokens(old)} -> {_tokens(new)} tokens{pct(event.get('change_pct'))}"
+        return (f"context {_thousands(old)} -> {_thousands(new)} tokens"
+                f"{pct(event.get('change_pct'))}")
     field = shown(event.get("field"), 80)
     added, removed = event.get("added"), event.get("removed")
     if isinstance(added, list) or isinstance(removed, list):
@@ -158,7 +151,9 @@ def line(event: Event, today: date | None = None) -> str:
     return f"{who(event)}: {describe(event, today)}"
 
 
-def _summary(info: Any) -> str:
+def _model_facts(info: Any) -> str:
+    """`` ($1.00 in / $2.00 out per 1M tokens, 128,000 context, expires ...)``: what an added
+    or removed model's event keeps of it, as a suffix."""
     if not isinstance(info, dict):
         return "" if info is None else f" ({shown(info, 60)})"
     bits = []
@@ -168,13 +163,14 @@ def _summary(info: Any) -> str:
         bits.append(f"{price(prices.get('prompt', '0'), 'prompt')} in / "
                     f"{price(prices.get('completion', '0'), 'completion')} out per 1M tokens")
     if info.get("context_length"):
-        bits.append(f"{_tokens(info['context_length'])} context")
+        bits.append(f"{_thousands(info['context_length'])} context")
     if info.get("expiration_date"):
         bits.append(f"expires {shown(info['expiration_date'], 40)}")
     return f" ({', '.join(bits)})" if bits else ""
 
 
-def _tokens(value: Any) -> str:
+def _thousands(value: Any) -> str:
+    """An integer with thousands separators (``128,000``); anything else shown as it is."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10 ** 30:
         return f"{value:,}"
     return shown(value, 40)
@@ -239,7 +235,6 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("Other changes", ("field_changed",), "other change", "other changes"),
 )
 _SECTION_TYPES = frozenset(t for _, types, _, _ in SECTIONS for t in types)
-MARKUPS = ("text", "markdown", "html")
 MAX_LINE = 1500  # characters of one model's descriptions in a digest
 
 

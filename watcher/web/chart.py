@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from html import escape
 from typing import Any
 
+from watcher.clock import parse as parse_time
 from watcher.diff import as_decimal
 from watcher.notify.render import MILLION, PER_TOKEN, money
 
@@ -30,10 +31,6 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 class Step:
     at: datetime
     per_million: Decimal | None  # None: not a number we can draw (variable pricing)
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def chartable(prices: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Step]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from watcher.clock import iso
 from watcher.events import EVENT_TYPES
 from watcher.store import EventQuery
 from watcher.yamldoc import parse_duration
@@ -65,7 +66,7 @@ class Filters:
         since = None
         if self.since:
             seconds = parse_duration(self.since) or 0.0
-            since = (now - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            since = iso(now - timedelta(seconds=seconds))
         return EventQuery(watch=self.watch or None, model_glob=self.model or None,
                           type=self.type or None, since=since, limit=self.limit or None)
 

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from watcher.clock import iso
 from watcher.config import Settings
 from watcher.links import model_path
 from watcher.store import Store
@@ -141,7 +142,7 @@ async def feed(request: web.Request) -> web.Response:
         title="OpenRouter changes" + (f": {described}" if described else ""),
         self_url=f"{base}/feed.atom{_query(filters, FEED_LIMIT)}",
         page_url=f"{base}/{suffix}",
-        updated=rows[-1][1]["detected_at"] if rows else now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        updated=rows[-1][1]["detected_at"] if rows else iso(now))
     entries = [(atom.entry_id(state.instance, row), model_path(base, event["model"]), event)
                for row, event in reversed(rows)]
     body = atom.render(info, entries, today=now.date())
