@@ -171,7 +171,7 @@ class _SendLog(logging.Handler):
 
 def with_idempotency_key(target: Target, key: str) -> str:
     """Webhook URLs get the key as an ``Idempotency-Key`` header and a payload field."""
-    url = target.url.reveal()  # what Apprise sends to: the one place the URL is used
+    url = target.url.reveal()  # what Apprise sends to
     if target.scheme not in JSON_SCHEMES:  # the webhook schemes
         return url
     parts = urlsplit(url)
