@@ -22,8 +22,16 @@ def iso(moment: datetime | float) -> str:
 
 
 def parse(text: str) -> datetime:
-    """A time written by :func:`iso` back as an aware datetime; ValueError if it is not one."""
-    return datetime.strptime(text, ISO_FORMAT).replace(tzinfo=UTC)
+    """A time written by :func:`iso` back as an aware datetime; ValueError if it is not one.
+
+    ``fromisoformat`` once the shape is checked: strptime took ~15 us a time, which a model
+    page with thousands of prices paid for each."""
+    try:
+        if len(text) == 20 and text[10] == "T" and text[-1] == "Z":
+            return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    raise ValueError(f"time data {text[:40]!r} does not match format {ISO_FORMAT!r}")
 
 
 def days_left(expires: object, today: date) -> int | None:
