@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fakes import FakeOpenRouter, Reply
 from tests.test_cli import cli
-from watcher import web as web_routes
 from watcher.store import Store
+from watcher.web import routes as web_routes
 
 WATCH = "watches: [{{name: models, url: '{url}', interval: 1h{extra}}}]\n"
 

@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.fakes import FakeOpenRouter, Reply
 from tests.test_cli import cli
 from watcher import config
-from watcher import web as web_routes
 from watcher.links import model_id_path, model_path
 from watcher.store import Store
+from watcher.web import routes as web_routes
 
 HOSTILE_IDS = ["evil/../../api/account", "x/./y", "..", "a//b", "/lead", "trail/",
                "q?x=1#frag", "sp ace/%2e%2e/é", "back\\slash/..", "ok/%2E%2E"]

@@ -21,7 +21,7 @@ from aiohttp import web
 from tests.daemon import wait_for
 from tests.fakes import FakeOpenRouter, _free_port
 from tests.test_http import get, samples, value
-from watcher import http
+from watcher.web import listener as http
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
@@ -224,7 +224,7 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503() -> Non
     (100, 100, http.MIN_CONNECTIONS)])
 def test_the_cap_leaves_descriptors_for_the_polls(soft: int, configured: int,
                                                    expected: int) -> None:
-    code = ("import resource; from watcher import http; "
+    code = ("import resource; from watcher.web import listener as http; "
             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
             f"print(http.connection_cap({configured}))")

@@ -141,7 +141,7 @@ async def test_failing_target_is_retried_once_delivered_and_does_not_delay_other
             stop = asyncio.Event()
             runner = asyncio.create_task(app.deliverer.run(stop))
             await app.cycle(settings.watches[0])
-            app.deliverer.wake.set()
+            app.deliverer.poke()
             for _ in range(200):
                 if sink.delivered:
                     break

@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests import webstate
 from tests.test_cli import cli
 from watcher import config
-from watcher import web as web_routes
 from watcher.store import Store
+from watcher.web import routes as web_routes
 
 CHROMIUM = Path("/usr/bin/chromium")
 

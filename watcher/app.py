@@ -193,7 +193,7 @@ class App:
         self.log.info("cycle.changed" if changed else "cycle.reminders", watch=watch.name,
                       events=len(events), alerts=len(alerts), models=models)
         if alerts:
-            self.deliverer.wake.set()
+            self.deliverer.poke()
         return result
 
     def _unreadable_step(self, watch: Watch, current: snapshot.Snapshot, at: str,
@@ -428,7 +428,7 @@ class App:
             self.metrics.forget_watch(name)
         senders = build_senders(settings, self._executor, console=self._console)
         for part in (self.deliverer, self.operator):
-            part.settings, part.senders = settings, senders
+            part.configure(settings, senders)
         for name, task in list(self._polls.items()):
             if name not in {w.name for w in settings.watches}:
                 task.cancel()
@@ -451,6 +451,12 @@ class App:
         except TimeoutError:
             self.log.warning("notify.grace_expired", grace_seconds=grace,
                              note="unsent messages stay pending and go out after restart")
+
+    async def send_due(self) -> None:
+        """Send what is due now, and the operator notices, and wait for them (``once``, the
+        demo: the daemon's delivery loop does this by itself)."""
+        await self.deliverer.drain()
+        await self.operator.wait()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -524,8 +530,7 @@ async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | Non
             results = list(await asyncio.gather(*(app.guarded_cycle(w, dry_run=dry_run)
                                                   for w in settings.watches)))
             if not dry_run:
-                await app.deliverer.drain()
-                await app.operator.wait()
+                await app.send_due()
                 store.pack_versions()  # what the daemon's daily housekeeping would compress
         finally:
             app.close()

@@ -3,6 +3,10 @@
 Exit codes: 0 success; 1 a watch could not be checked (fetch or validation failed) or the
 state database is unusable; 2 the config, a rule file or the command line is wrong.
 This is the only module that touches signals and ``sys.exit``.
+
+aiohttp, Apprise, DeepDiff and Jinja2 take most of a second to import: each command imports
+the parts that need them itself, so ``--help``, ``status`` and ``history`` start without
+them (``python -m bench.startup`` measures it; ``tests/test_startup.py`` holds it).
 """
 
 from __future__ import annotations
@@ -22,24 +26,24 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from watcher import __version__, config, demo, escape, http, log, preflight, sdnotify, snapshot
-from watcher.app import App, CycleResult, Extra, run_once
+from watcher import __version__, config, escape, log, preflight, sdnotify, snapshot
 from watcher.clock import iso
 from watcher.diff import diff
 from watcher.errors import ConfigError, SnapshotError, StateError, StateInUseError, WatcherError
 from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
-from watcher.fetch import new_session
-from watcher.notify.deliver import Deliverer, OperatorNotices, build_senders, privacy_url
 from watcher.notify.render import compose, describe, line, price, price_unit, shown, who
 from watcher.rules.match import route
 from watcher.store import DB_NAME, EventQuery, Pruned, Store, empty_target_status
 from watcher.timeline import timeline
 from watcher.web.filters import FilterError, Filters
 from watcher.yamldoc import parse_duration
+
+if TYPE_CHECKING:
+    from watcher.app import CycleResult, Extra
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -259,6 +263,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from watcher.app import run_once
+
     settings = _settings(args, warn=False)
     preflight.check_targets(settings)  # a bad target is a config error before any state error
     with Store.open(settings.state_dir, readonly=args.dry_run) as store:
@@ -325,6 +331,8 @@ def _cycle_line(result: CycleResult) -> str:
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
+    from watcher.notify.deliver import privacy_url
+
     settings = _settings(args)
     names = args.targets or sorted(settings.targets)
     unknown = [n for n in names if n not in settings.targets]
@@ -346,6 +354,8 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 
 
 async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str, str]:
+    from watcher.notify.deliver import build_senders
+
     now = datetime.now(UTC)
     sample = make_event(watch="test", type="price_changed", model="openrouter-watcher/test",
                         name="openrouter-watcher test message", field="pricing.prompt",
@@ -478,6 +488,8 @@ def _print_requeued(names: list[str], counts: dict[str, int], *, since: float | 
 
 async def _send_requeued(settings: config.Settings, store: Store) -> None:
     """Send what is due now (the dead letters just put back), as ``once`` would."""
+    from watcher.notify.deliver import Deliverer, OperatorNotices, build_senders
+
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify") as executor:
         senders = build_senders(settings, executor)
         operator = OperatorNotices(settings, senders, memory=store)
@@ -500,6 +512,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) -> int:
+    from watcher.app import App, unavailable_to_account
+    from watcher.fetch import new_session
+    from watcher.web import listener
+
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -513,15 +529,20 @@ async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) 
         notifier = sdnotify.Notifier.from_env()
         if notifier is not None:
             watchdog = sdnotify.watchdog_interval()
-            extras.append(lambda stop: sdnotify.supervise(app, notifier, stop, watchdog=watchdog))
-        listener = None
+            extras.append(lambda stop: sdnotify.supervise(
+                notifier, stop, stuck=app.stuck, status_line=app.status_line, watchdog=watchdog))
+        listening = None
         if settings.http is not None:
-            listener = await http.start(app, settings.http)
+            shown = listener.Sources(
+                store=app.store, settings=lambda: app.settings, problems=app.problems,
+                watches=app.status.snapshot, targets=app.deliverer, metrics=app.metrics,
+                account=lambda: unavailable_to_account(app))
+            listening = await listener.start(shown, settings.http)
         try:
             await app.run(stop, reload, extras)
         finally:
-            if listener is not None:
-                await listener.cleanup()
+            if listening is not None:
+                await listening.cleanup()
             if notifier is not None:
                 notifier.close()
     return EXIT_OK
@@ -676,6 +697,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo() -> int:
+    from watcher import demo
+    from watcher.app import App
+    from watcher.fetch import new_session
+
     snapshots = demo.bundled_snapshots()
     with demo.temp_state() as state_dir:
         async with demo.replay_server([body for _, body in snapshots]) as url:
@@ -690,13 +715,13 @@ async def _demo() -> int:
                               console=sys.stdout)
                     for step, (name, _) in enumerate(snapshots, start=1):
                         now["at"] = demo.taken_at(name)
-                        result = await app.cycle(settings.watches[0])
+                        result = await app.guarded_cycle(settings.watches[0])
                         print(f"== poll {step}: {name.removesuffix('.json.gz')} ==")
                         print(_cycle_line(result))
                         if result.events:
                             print(f"{len(result.alerts)} of them match the default rules; "
                                   "the console target gets:")
-                        await app.deliverer.drain()
+                        await app.send_due()
                         print()
                     app.close()
     print("That was the real pipeline against a local replay server. Next: "

@@ -1,10 +1,11 @@
 """systemd's notify protocol: datagrams to ``$NOTIFY_SOCKET``, no library needed.
 
 ``READY=1`` once the first polls are scheduled, ``STATUS=`` whenever the summary line
-changes, ``WATCHDOG=1`` every half ``$WATCHDOG_USEC`` while every poll loop makes progress
-(:meth:`App.stuck`), and ``STOPPING=1`` on the way out.  The pings come from a task on the
-daemon's own event loop, so a blocked loop stops them as surely as a stuck poll does;
-systemd then kills the daemon and ``Restart=on-failure`` starts it again.
+changes, ``WATCHDOG=1`` every half ``$WATCHDOG_USEC`` while every poll loop makes progress,
+and ``STOPPING=1`` on the way out.  The pings come from a task on the daemon's own event
+loop, so a blocked loop stops them as surely as a stuck poll does; systemd then kills the
+daemon and ``Restart=on-failure`` starts it again.  The daemon is known here only by the
+two callables :func:`supervise` is given.
 
 Without ``$NOTIFY_SOCKET`` (a terminal, Docker) nothing here runs.
 """
@@ -15,13 +16,9 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from watcher import log
-
-if TYPE_CHECKING:
-    from watcher.app import App
 
 STATUS_REFRESH = 10.0  # seconds between STATUS= checks when there is no watchdog
 
@@ -66,29 +63,34 @@ def watchdog_interval(env: Mapping[str, str] = os.environ) -> float | None:
     return int(usec) / 1_000_000
 
 
-async def supervise(app: App, notifier: Notifier, stop: asyncio.Event, *,
+async def supervise(notifier: Notifier, stop: asyncio.Event, *,
+                    stuck: Callable[[], list[str]], status_line: Callable[[], str],
                     watchdog: float | None) -> None:
     """Tell systemd we are ready, keep ``STATUS=`` current, ping the watchdog while every
-    poll loop progresses; say ``STOPPING=1`` when ``stop`` is set (or on cancellation)."""
+    poll loop progresses; say ``STOPPING=1`` when ``stop`` is set (or on cancellation).
+
+    ``stuck`` says why the daemon makes no progress (empty while it does), ``status_line``
+    is the one-line summary for ``STATUS=``: both are asked every period.
+    """
     logger = log.get()
     period = min(watchdog / 2, STATUS_REFRESH) if watchdog else STATUS_REFRESH
-    last_status = app.status_line()
+    last_status = status_line()
     notifier.send("READY=1", f"STATUS={last_status}")
     logger.info("sdnotify.ready", watchdog_seconds=watchdog)
     withheld = False
     try:
         while not stop.is_set():
-            stuck = app.stuck()
+            reasons = stuck()
             if watchdog is not None:
-                if not stuck:
+                if not reasons:
                     notifier.send("WATCHDOG=1")
                     if withheld:
                         logger.info("watchdog.resumed")
                 elif not withheld:
-                    logger.error("watchdog.withheld", reasons=stuck,
+                    logger.error("watchdog.withheld", reasons=reasons,
                                  note="systemd restarts the daemon if this lasts")
-                withheld = bool(stuck)
-            line = f"stuck: {stuck[0]}" if stuck else app.status_line()
+                withheld = bool(reasons)
+            line = f"stuck: {reasons[0]}" if reasons else status_line()
             if line != last_status:
                 notifier.send(f"STATUS={line}")
                 last_status = line

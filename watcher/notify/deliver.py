@@ -224,7 +224,7 @@ class Deliverer:
         self.monotonic = monotonic    # what waits and ages are measured on
         self.metrics = metrics or Metrics()
         self.operator = operator
-        self.wake = asyncio.Event()
+        self._wake = asyncio.Event()
         self.log = log.get()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._failing: dict[str, tuple[float, str]] = {}  # target -> (wall since, last reason)
@@ -232,6 +232,15 @@ class Deliverer:
         self._deadlines: dict[int, tuple[float, float]] = {}  # row -> (stored due_at, monotonic)
         self._born: dict[int, float] = {}     # row -> its creation, on the monotonic clock
         self._sent: set[int] = set()          # rows sent whose record the state refused
+
+    def configure(self, settings: Settings, senders: Mapping[str, Sender]) -> None:
+        """Deliver with a reloaded config from now on; what is in flight finishes as it is."""
+        self.settings, self.senders = settings, senders
+
+    def poke(self) -> None:
+        """New alerts were committed: the loop reads the outbox again now, not at its next
+        deadline."""
+        self._wake.set()
 
     # Scheduling ----------------------------------------------------------------------
 
@@ -306,11 +315,11 @@ class Deliverer:
                     self.log.info("notify.outbox_readable")
                 unreadable = False
             delay = IDLE if next_at is None else min(IDLE, max(0.05, next_at - self.monotonic()))
-            waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-            self.wake.clear()
+            self._wake.clear()
 
     # One target ----------------------------------------------------------------------
 
@@ -335,7 +344,7 @@ class Deliverer:
             self.log.exception("notify.drain_crashed", target=target)
             self._hold(target, log.redactor.text(f"delivery crashed: {type(exc).__name__}: {exc}"))
         finally:
-            self.wake.set()  # the loop works out again what falls due next
+            self._wake.set()  # the loop works out again what falls due next
 
     async def _send_group(self, group: Group) -> None:
         sender = self.senders.get(group.target)
@@ -562,6 +571,10 @@ class OperatorNotices:
                 # As long ago, on this process's clock, as the stored time says (a stored
                 # time in the future counts as now).
                 self._active[key] = now - max(0.0, wall - told_at)
+
+    def configure(self, settings: Settings, senders: Mapping[str, Sender]) -> None:
+        """Tell with a reloaded config from now on (its operator targets, its repeat interval)."""
+        self.settings, self.senders = settings, senders
 
     def problem(self, subject: str, kind: str, text: str, *, exclude: Iterable[str] = ()) -> None:
         """``subject`` (a watch's name, or ``target NAME``) has a problem of ``kind``;

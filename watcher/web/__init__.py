@@ -1,15 +1,13 @@
-"""History you can see: the change page, a page per model, an Atom feed and a JSON API.
+"""What the daemon serves over HTTP: health, metrics, and the history as pages, a feed and a
+JSON API.
 
-Mount it on any ``aiohttp.web.Application`` with one call::
+``listener`` is the HTTP server the daemon runs (``/healthz``, ``/metrics``, the connection
+guard) and mounts ``routes``, the aiohttp handlers of the pages; ``routes.register`` mounts
+them on any ``aiohttp.web.Application``::
 
-    from watcher import web
-    web.register(server, store=app.store, settings=lambda: app.settings,
-                 account=lambda: unavailable_to_account(app))
+    from watcher.web import routes
+    routes.register(server, store=store, settings=lambda: settings)
 
-``filters``, ``atom``, ``chart`` and ``pages`` are pure (values in, text out);
-``routes`` holds the aiohttp handlers.
+``filters``, ``atom``, ``chart`` and ``pages`` are pure (values in, text out).  This file
+imports none of them, so ``history`` can parse its filters without loading aiohttp.
 """
-
-from watcher.web.routes import STATE, WebState, register
-
-__all__ = ["STATE", "WebState", "register"]

@@ -3,12 +3,13 @@ daemon's own loop.
 
 Off unless the config has ``http: {listen: HOST:PORT}``.  ``/healthz`` answers 200 with a
 small JSON body while every watch had a successful cycle within 3 intervals and the
-delivery loop runs, else 503 with the reasons (``App.problems``).  Failing, stopped or
-dead-lettering targets are listed under ``warnings`` (status ``degraded``) and keep it 200:
-it is a liveness check.  ``/metrics`` is the
-Prometheus text format of the app's own registry.  Neither shows a secret: reasons pass
-through the log redactor, and no URL or key is part of either answer.  The change page, the
-model pages, the Atom feed and the JSON API come from :mod:`watcher.web`.
+delivery loop runs, else 503 with the reasons (:attr:`Sources.problems`).  Failing, stopped
+or dead-lettering targets are listed under ``warnings`` (status ``degraded``) and keep it
+200: it is a liveness check.  ``/metrics`` is the Prometheus text format of the daemon's
+own registry.  Neither shows a secret: reasons pass through the log redactor, and no URL or
+key is part of either answer.  The change page, the model pages, the Atom feed and the JSON
+API come from :mod:`watcher.web.routes`.  The daemon is known here only by the
+:class:`Sources` it hands over.
 
 The listener shares the process (and its file descriptors) with the polls, so clients
 that connect and never finish a request must not starve them (1,100 connections trickling
@@ -37,19 +38,43 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 
 from watcher import __version__, log
-from watcher.app import App, unavailable_to_account
-from watcher.config import Http
+from watcher.config import Http, Settings
 from watcher.errors import StateError, WatcherError
-from watcher.web import register as register_pages
+from watcher.metrics import Metrics
+from watcher.store import Store
+from watcher.web.routes import register as register_pages
 
-APP_KEY = web.AppKey("watcher", App)
+
+class TargetHealth(Protocol):
+    """How the notification targets fare (the daemon's :class:`~watcher.notify.deliver.Deliverer`)."""
+
+    def warnings(self) -> list[str]: ...
+    def failing(self) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the listener shows of the running daemon; the callables are asked on every
+    request, so the answers follow the polls and a reloaded config."""
+
+    store: Store
+    settings: Callable[[], Settings]
+    problems: Callable[[], list[str]]  # why the daemon is unhealthy (empty while it is not)
+    watches: Callable[[], Mapping[str, object]]  # each watch's poll state, JSON-ready
+    targets: TargetHealth
+    metrics: Metrics
+    account: Callable[[], Mapping[str, Sequence[str]]]  # ids each account watch cannot use
+
+
+APP_KEY = web.AppKey("watcher", Sources)
 RESERVED_FDS = 128   # descriptors the listener leaves to the rest of the daemon
 MIN_CONNECTIONS = 8
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n"
@@ -180,16 +205,17 @@ class Listener:
         await self.server.wait_closed()
 
 
-async def start(app: App, listen: Http) -> Listener:
-    """Serve ``app``'s health and metrics on ``listen``; WatcherError if it cannot bind."""
+async def start(sources: Sources, listen: Http) -> Listener:
+    """Serve the health, metrics and pages of ``sources`` on ``listen``; WatcherError if it
+    cannot bind."""
     limit = connection_cap(listen.max_connections)
     guard = ConnectionGuard(limit=limit, header_timeout=listen.header_timeout)
     server = web.Application(middlewares=[guard.middleware])
-    server[APP_KEY] = app
+    server[APP_KEY] = sources
     server.router.add_get("/healthz", healthz)
     server.router.add_get("/metrics", metrics)
-    register_pages(server, store=app.store, settings=lambda: app.settings,
-                   account=lambda: unavailable_to_account(app))
+    register_pages(server, store=sources.store, settings=sources.settings,
+                   account=sources.account)
     try:
         listener = await serve(server, guard, listen.host, listen.port)
     except OSError as exc:
@@ -225,25 +251,25 @@ async def serve(server: web.Application, guard: ConnectionGuard, host: str, port
 
 
 async def healthz(request: web.Request) -> web.Response:
-    app = request.app[APP_KEY]
-    problems = [log.redactor.text(p) for p in app.problems()]
-    warnings = [log.redactor.text(w) for w in delivery_warnings(app)]
+    sources = request.app[APP_KEY]
+    problems = [log.redactor.text(p) for p in sources.problems()]
+    warnings = [log.redactor.text(w) for w in delivery_warnings(sources.targets, sources.store)]
     status = "unhealthy" if problems else "degraded" if warnings else "ok"
     body = {"status": status, "problems": problems, "warnings": warnings,
-            "version": __version__, "time": time.time(), "watches": app.status.snapshot()}
+            "version": __version__, "time": time.time(), "watches": sources.watches()}
     return web.Response(status=503 if problems else 200, body=orjson.dumps(body),
                         content_type="application/json")
 
 
-def delivery_warnings(app: App) -> list[str]:
+def delivery_warnings(targets: TargetHealth, store: Store) -> list[str]:
     """Targets that fail, are stopped or have dead letters waiting.
 
     ``/healthz`` lists them but still answers 200: it is a liveness check, and restarting
     the daemon mends no Slack outage (nor a full disk: see :mod:`watcher.notify.deliver`).
     """
-    warnings = app.deliverer.warnings()
+    warnings = targets.warnings()
     try:
-        outbox = app.store.outbox_status()
+        outbox = store.outbox_status()
     except WatcherError as exc:
         return [*warnings, f"the outbox cannot be read: {exc}"]
     return warnings + [f"target {name}: {entry['dead']} dead letter(s) wait; "
@@ -252,13 +278,14 @@ def delivery_warnings(app: App) -> list[str]:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    app = request.app[APP_KEY]
-    app.metrics.targets(app.settings.targets, failing=app.deliverer.failing())
+    sources = request.app[APP_KEY]
+    registry = sources.metrics
+    registry.targets(sources.settings().targets, failing=sources.targets.failing())
     try:
-        outbox = app.store.outbox_status()
-        app.metrics.notifications_pending({t: int(e["pending"]) for t, e in outbox.items()})
-        app.metrics.notifications_dead({t: int(e["dead"]) for t, e in outbox.items()})
+        outbox = sources.store.outbox_status()
+        registry.notifications_pending({t: int(e["pending"]) for t, e in outbox.items()})
+        registry.notifications_dead({t: int(e["dead"]) for t, e in outbox.items()})
     except StateError as exc:  # the rest of the metrics are still worth a scrape
         log.get().warning("http.pending_unreadable", reason=log.redactor.text(str(exc)))
-    body, content_type = app.metrics.render()
+    body, content_type = registry.render()
     return web.Response(body=body, headers={"Content-Type": content_type})
