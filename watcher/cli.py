@@ -20,8 +20,6 @@ import re
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -549,6 +547,9 @@ async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) 
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    import urllib.error  # with ssl and http.client: ~10 ms no other command needs
+    import urllib.request
+
     url = args.url
     if not url:
         settings = _settings(args)

@@ -21,7 +21,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-from deepdiff import DeepDiff
 
 from watcher.snapshot import Snapshot
 
@@ -56,6 +55,10 @@ def diff(old: Snapshot, new: Snapshot) -> list[Change]:
 
 def diff_model(model_id: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     """The changed fields of one model: DeepDiff over the normalised fields that differ."""
+    # Imported here: DeepDiff takes ~50 ms to import, and the commands that only read the
+    # state (`status`, `history`) import this module for its value helpers.
+    from deepdiff import DeepDiff  # noqa: PLC0415
+
     a, b = _differing_fields(old, new)
     if a == b:
         return []

@@ -1,0 +1,89 @@
+"""The commands that only read start without the heavy libraries (aiohttp, Apprise, DeepDiff,
+Jinja2): each runs in a fresh interpreter that reports, at its end, which of them it loaded.
+How long start-up takes is measured by bench/startup.py, not asserted here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeOpenRouter, snapshot_path
+from tests.test_cli import cli
+
+HEAVY = ("aiohttp", "apprise", "deepdiff", "jinja2")
+# Runs the command as `python -m watcher` does, then prints its exit code and the heavy
+# libraries loaded on a last line of its own.
+PROBE = f"""
+import sys
+from watcher import cli
+try:
+    code = cli.run_command(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+sys.stdout.flush()
+print("\\nexit", code, "loaded", *(m for m in {HEAVY!r} if m in sys.modules))
+"""
+
+
+def probe(*args: str) -> tuple[str, int, set[str]]:
+    """The output of ``openrouter-watcher ARGS``, its exit code, the heavy libraries loaded."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+    output, _, last = proc.stdout.rstrip("\n").rpartition("\n")
+    words = last.split()
+    assert words[:1] == ["exit"], proc.stdout + proc.stderr
+    return output, int(words[1]), set(words[3:])
+
+
+@pytest.fixture
+def recorded(write_config, fake_openrouter: FakeOpenRouter, tmp_path: Path) -> Path:
+    """A config and a state with a baseline, a changed poll and its events, made by `once`."""
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - {name: everything, on: [expiration_set], notify: [console]}\n")
+    config = write_config(f"""
+state_dir: state
+watches:
+  - {{name: models, url: "{fake_openrouter.url}", interval: 1m, timeout: 5s}}
+targets:
+  console: console://
+rules: [rules.yaml]
+""")
+    for step in (24, 25):
+        fake_openrouter.set_script([step])
+        once = cli("once", "--config", str(config))
+        assert once.returncode == 0, once.stderr
+    return config
+
+
+def test_help_loads_none_of_the_heavy_libraries() -> None:
+    output, code, heavy = probe("--help")
+    assert (code, heavy) == (0, set())
+    assert "Watch the OpenRouter model catalogue" in output
+
+
+DEVSTRAL = "mistralai/devstral-2512:free"  # its expiration date was set in step 25
+
+
+@pytest.mark.parametrize(("args", "shown"), [
+    (("status",), "watch models: last check"),
+    (("status", "--format", "json"), '"models"'),
+    (("history",), DEVSTRAL),
+    (("history", "--format", "json"), DEVSTRAL),
+    (("history", "--format", "csv", "--since", "7d"), DEVSTRAL),
+])
+def test_reading_the_state_loads_none_of_the_heavy_libraries(recorded: Path, args: tuple[str, ...],
+                                                              shown: str) -> None:
+    output, code, heavy = probe(*args, "--config", str(recorded))
+    assert (code, heavy) == (0, set())
+    assert shown in output  # the command did its work
+
+
+def test_the_probe_sees_a_library_a_command_loads() -> None:
+    # `diff` of two saved responses runs DeepDiff: the probe is not blind to lazy imports.
+    output, code, heavy = probe("diff", str(snapshot_path(24)), str(snapshot_path(25)))
+    assert code == 0
+    assert "expiration_set" in output
+    assert heavy == {"deepdiff"}
