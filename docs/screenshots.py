@@ -6,7 +6,7 @@ Development only (the daemon serves the pages from its own listener)::
     .venv/bin/python docs/screenshots.py --serve    # browse http://127.0.0.1:9464/ until Ctrl-C
 
 It replays the 40 real responses in tests/data into a temporary state directory, as the
-web tests do, and mounts the routes with ``watcher.web.register`` on 127.0.0.1.
+web tests do, and mounts the routes with ``watcher.web.routes.register`` on 127.0.0.1.
 Screenshots need Debian's chromium (/usr/bin/chromium).
 """
 
@@ -28,8 +28,8 @@ from aiohttp import web  # noqa: E402
 
 from tests import webstate  # noqa: E402
 from watcher import config  # noqa: E402
-from watcher import web as web_routes  # noqa: E402
 from watcher.store import Store  # noqa: E402
+from watcher.web import routes as web_routes  # noqa: E402
 
 SHOTS = (("web-changes.png", "/", "1000,1150"), ("web-model.png", "/models/z-ai/glm-4.7", "900,1150"))
 
