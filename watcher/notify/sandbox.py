@@ -21,6 +21,7 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from watcher import escape
+from watcher.errors import TemplateRefused
 from watcher.notify.templates import (
     ACCESS_COST,
     CALL_COST,
@@ -30,7 +31,6 @@ from watcher.notify.templates import (
     MAX_OUTPUT,
     MAX_RANGE,
     MAX_WORK,
-    TemplateRefused,
 )
 
 
