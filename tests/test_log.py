@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -53,3 +55,27 @@ def test_a_terminal_gets_readable_lines() -> None:
         log.configure("info")
     assert not out.getvalue().startswith("{")
     assert "cycle.changed" in out.getvalue()
+
+
+FIRST_RECORD = """
+import io, json, logging, sys
+from watcher import log
+log.redactor.update(["sk-or-v1-canary"])
+log.configure("info", stream=sys.stdout, json=True)
+assert "structlog" not in sys.modules  # configure only keeps the settings
+logging.getLogger("aiohttp.client").warning("refused %s", "sk-or-v1-canary")
+assert "structlog" in sys.modules
+log.get().info("cycle.changed", watch="models")
+"""
+
+
+def test_a_third_party_record_before_any_log_line_sets_structlog_up_and_is_redacted() -> None:
+    # structlog is set up on first use (watcher.log): a stdlib record that comes first must
+    # still leave as one redacted JSON object, never as Python's plain last-resort text.
+    proc = subprocess.run([sys.executable, "-c", FIRST_RECORD], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["event"], r.get("logger"), r["level"]) for r in records] == [
+        ("refused ***", "aiohttp.client", "warning"), ("cycle.changed", None, "info")]

@@ -13,7 +13,9 @@ import pytest
 from tests.fakes import FakeOpenRouter, snapshot_path
 from tests.test_cli import cli
 
-HEAVY = ("aiohttp", "apprise", "deepdiff", "jinja2")
+# The four heavy libraries, and two that cost ~40 ms each but only the commands that poll,
+# send or log need: asyncio, and structlog (set up on the first log line, watcher.log).
+HEAVY = ("aiohttp", "apprise", "deepdiff", "jinja2", "asyncio", "structlog")
 # Runs the command as `python -m watcher` does, then prints its exit code and the heavy
 # libraries loaded on a last line of its own.
 PROBE = f"""
@@ -86,4 +88,16 @@ def test_the_probe_sees_a_library_a_command_loads() -> None:
     output, code, heavy = probe("diff", str(snapshot_path(24)), str(snapshot_path(25)))
     assert code == 0
     assert "expiration_set" in output
-    assert heavy == {"deepdiff"}
+    assert "deepdiff" in heavy  # (which imports asyncio itself)
+
+
+def test_a_command_that_logs_sets_up_structlog_on_its_first_line(recorded: Path) -> None:
+    # `once` polls (asyncio, aiohttp) and logs: the deferred set-up happens, and the
+    # lines it writes are structlog's JSON lines (stderr is not a terminal here).
+    proc = subprocess.run([sys.executable, "-m", "watcher", "once", "--config", str(recorded),
+                           "--log-level", "debug"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines, proc.stderr
+    assert all(line.startswith("{") and '"event":' in line for line in lines), lines

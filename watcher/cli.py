@@ -4,43 +4,35 @@ Exit codes: 0 success; 1 a watch could not be checked (fetch or validation faile
 state database is unusable; 2 the config, a rule file or the command line is wrong.
 This is the only module that touches signals and ``sys.exit``.
 
-aiohttp, Apprise, DeepDiff and Jinja2 take most of a second to import: each command imports
-the parts that need them itself, so ``--help``, ``status`` and ``history`` start without
-them (``python -m bench.startup`` measures it; ``tests/test_startup.py`` holds it).
+aiohttp, Apprise, DeepDiff and Jinja2 take most of a second to import, and asyncio alone
+~40 ms: each command imports the parts that need them itself, so ``--help``, ``status`` and
+``history`` start without them (``python -m bench.startup`` measures it; ``tests/test_startup.py`` holds it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
-import gzip
 import os
 import re
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from watcher import __version__, config, escape, log, preflight, sdnotify, snapshot
+from watcher import __version__, config, escape, log
 from watcher.clock import iso
-from watcher.diff import diff
 from watcher.errors import ConfigError, SnapshotError, StateError, StateInUseError, WatcherError
-from watcher.events import EVENT_TYPES, Event, events_from_changes, make_event
-from watcher.notify.render import compose, describe, line, price, price_unit, shown, who
-from watcher.rules.match import route
+from watcher.events import EVENT_TYPES, Event
+from watcher.notify.render import line
 from watcher.store import DB_NAME, EventQuery, Pruned, Store, empty_target_status
-from watcher.timeline import timeline
-from watcher.web.filters import FilterError, Filters
-from watcher.yamldoc import parse_duration
 
 if TYPE_CHECKING:
+    from watcher import snapshot
     from watcher.app import CycleResult, Extra
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -246,6 +238,8 @@ def _print_events(events: Sequence[Event], fmt: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from watcher import preflight
+
     settings = _settings(args, warn=False)
     if (settings.state_dir / DB_NAME).is_file():
         with Store.open(settings.state_dir, readonly=True) as store:
@@ -261,6 +255,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher import preflight
     from watcher.app import run_once
 
     settings = _settings(args, warn=False)
@@ -285,6 +282,8 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: str) -> None:
+    from watcher.notify.render import compose
+
     today = datetime.now(UTC).date()
     for result in results:
         if fmt == "json":
@@ -329,6 +328,8 @@ def _cycle_line(result: CycleResult) -> str:
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
+    import asyncio
+
     from watcher.notify.deliver import privacy_url
 
     settings = _settings(args)
@@ -352,7 +353,12 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 
 
 async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str, str]:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from watcher.events import make_event
     from watcher.notify.deliver import build_senders
+    from watcher.notify.render import compose
 
     now = datetime.now(UTC)
     sample = make_event(watch="test", type="price_changed", model="openrouter-watcher/test",
@@ -409,6 +415,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _since(text: str | None, option: str) -> float | None:
     """An age (``30m``, ``7d``) or a time (ISO 8601, UTC unless it says otherwise) as a
     Unix time; None for no limit."""
+    from watcher.yamldoc import parse_duration
+
     if text is None:
         return None
     seconds = parse_duration(text)
@@ -451,6 +459,8 @@ def cmd_resend(args: argparse.Namespace) -> int:
         if args.drop or not counts:
             _print_requeued(names, counts, since=since, drop=args.drop, beside_daemon=False)
             return EXIT_OK
+        import asyncio
+
         asyncio.run(_send_requeued(settings, store))
         after = store.outbox_status()
     code = EXIT_OK
@@ -486,6 +496,8 @@ def _print_requeued(names: list[str], counts: dict[str, int], *, since: float | 
 
 async def _send_requeued(settings: config.Settings, store: Store) -> None:
     """Send what is due now (the dead letters just put back), as ``once`` would."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from watcher.notify.deliver import Deliverer, OperatorNotices, build_senders
 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify") as executor:
@@ -496,6 +508,10 @@ async def _send_requeued(settings: config.Settings, store: Store) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher import preflight
+
     # A stop asked for while starting up (before the event loop owns the signals) is kept,
     # not obeyed by the default handler: the daemon then stops cleanly right away.
     early: list[int] = []
@@ -510,6 +526,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) -> int:
+    import asyncio
+
+    from watcher import sdnotify
     from watcher.app import App, unavailable_to_account
     from watcher.fetch import new_session
     from watcher.web import listener
@@ -575,6 +594,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from watcher.web.filters import FilterError, Filters
+
     settings = _settings(args)
     try:  # the same ages as ?since= on the pages, with the same bounds
         since = Filters.parse({"since": args.since or ""}, default_limit=0).event_query(
@@ -596,6 +617,8 @@ CSV_COLUMNS = ("detected_at", "watch", "type", "model", "name", "field", "old", 
 
 
 def _print_csv(events: Sequence[Event]) -> None:
+    import csv
+
     # Every cell quoted: a CR in catalogue text must not end a row (QUOTE_MINIMAL leaves
     # a lone CR unquoted when the line ends in LF).
     writer = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_ALL)
@@ -626,6 +649,8 @@ def _cell(value: Any) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from watcher.timeline import timeline
+
     settings = _settings(args)
     with Store.open(settings.state_dir, readonly=True) as store:
         watches = [args.watch] if args.watch else store.watches()
@@ -645,6 +670,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _print_story(story: dict[str, Any]) -> None:
+    from watcher.notify.render import describe, price, price_unit, shown, who
+
     state = "listed" if story["present"] else "not listed any more"
     _say(f"{who({'model': story['model'], 'name': story['name']})}, watch {story['watch']}: "
          f"seen {story['first_seen']} .. {story['last_seen']}, {state}")
@@ -660,6 +687,10 @@ def _print_story(story: dict[str, Any]) -> None:
 
 
 def _read_snapshot(path: Path) -> snapshot.Snapshot:
+    import gzip
+
+    from watcher import snapshot
+
     try:
         body = path.read_bytes()
     except OSError as exc:
@@ -673,6 +704,10 @@ def _read_snapshot(path: Path) -> snapshot.Snapshot:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from watcher.diff import diff
+    from watcher.events import events_from_changes
+    from watcher.rules.match import route
+
     old, new = _read_snapshot(args.old), _read_snapshot(args.new)
     events = events_from_changes(diff(old, new), old=old, new=new, watch="diff",
                                  detected_at=iso(datetime.now(UTC)))
@@ -693,6 +728,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     log.configure(args.log_level or "warning")  # the demo's output is the point, not its logs
     return asyncio.run(_demo())
 

@@ -4,6 +4,10 @@ JSON lines when stderr is not a terminal (journald, Docker), readable lines when
 Every record, including formatted tracebacks and records from third-party loggers, passes
 through :class:`Redactor` last, so a secret that reaches a message is replaced before it is
 written.  Tracebacks are rendered without local variables.
+
+structlog (and the asyncio it imports) costs ~40 ms of start-up, more than a read-only
+command spends on its work: :func:`configure` only records the settings, and the first
+:func:`get`, or the first record of a stdlib logger, imports and sets it up.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import logging
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
-
-import structlog
 
 MASK = "***"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -61,10 +63,50 @@ class Redactor:
 redactor = Redactor()
 
 
+class _Setup:
+    """The settings :func:`configure` was last given, until they are applied."""
+
+    pending: tuple[str, TextIO, bool | None] | None = None
+    applied = False
+
+
+_setup = _Setup()
+
+
 def configure(level: str = "info", *, stream: TextIO | None = None,
               json: bool | None = None) -> None:
-    """Set up structlog and the stdlib root logger; safe to call again (reload)."""
-    out = stream or sys.stderr
+    """Set up structlog and the stdlib root logger; safe to call again (reload).
+
+    Until something logs, only the settings are kept (see the module's docstring); the
+    root logger gets a handler that completes the set-up on its first record, so a
+    third-party record never goes out unformatted.
+    """
+    _setup.pending = (level, stream or sys.stderr, json)
+    if _setup.applied:
+        _apply()
+        return
+    root = logging.getLogger()
+    root.handlers[:] = [_FirstRecord()]
+    root.setLevel(max(LEVELS[level], logging.WARNING))
+
+
+class _FirstRecord(logging.Handler):
+    """The root handler until structlog is set up: sets it up, then hands the record on."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _apply()
+        for handler in logging.getLogger().handlers:
+            if handler is not self and record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def _apply() -> None:
+    if _setup.pending is None:
+        return
+    import structlog  # noqa: PLC0415 - deferred: see the module's docstring
+
+    level, out, json = _setup.pending
+    _setup.pending, _setup.applied = None, True
     as_json = (not out.isatty()) if json is None else json
     renderer: Any = (structlog.processors.JSONRenderer() if as_json else
                      structlog.dev.ConsoleRenderer(
@@ -104,4 +146,7 @@ def configure(level: str = "info", *, stream: TextIO | None = None,
 
 
 def get(name: str = "watcher") -> Any:
+    _apply()
+    import structlog  # noqa: PLC0415 - deferred: see the module's docstring
+
     return structlog.get_logger(name)
