@@ -27,11 +27,11 @@ def schema2_state(state_dir: Path) -> Path:
     return path
 
 
-def schema5_state(state_dir: Path) -> Path:
-    """tests/data/state-schema5.sqlite3.gz (written by commit 8dc7f14), unpacked."""
+def fixture_state(state_dir: Path, schema: int) -> Path:
+    """tests/data/state-schemaN.sqlite3.gz (see STATE-SCHEMAN.md), unpacked."""
     state_dir.mkdir(parents=True)
     path = state_dir / DB_NAME
-    path.write_bytes(gzip.decompress((DATA / "state-schema5.sqlite3.gz").read_bytes()))
+    path.write_bytes(gzip.decompress((DATA / f"state-schema{schema}.sqlite3.gz").read_bytes()))
     return path
 
 
@@ -61,21 +61,31 @@ def test_a_schema_2_database_is_migrated_in_place_with_its_history(tmp_path: Pat
     assert len(baseline.models) == 350
 
 
-def test_a_schema_5_database_gets_briefs_and_tells_every_timeline_as_before(
-        tmp_path: Path) -> None:
-    """5 -> 6 adds each version's brief, which the timelines read instead of the versions:
-    every model's story is what the schema-5 release told from the same database."""
-    path = schema5_state(tmp_path / "state")
-    assert raw_rows(path, "PRAGMA user_version") == [(5,)]
+@pytest.mark.parametrize("schema", [5, 6])
+def test_a_schema_5_or_6_database_gets_clustered_spans_and_tells_every_timeline_as_before(
+        tmp_path: Path, schema: int) -> None:
+    """5 -> 7 and 6 -> 7 give every span its brief and first time, in model order (5 makes
+    the briefs from the versions, 6 moves them off the versions): every model's story is
+    what the schema-5 release told from the same history."""
+    path = fixture_state(tmp_path / "state", schema)
+    assert raw_rows(path, "PRAGMA user_version") == [(schema,)]
+    spans_before = raw_rows(path, "SELECT watch, model, first_snap, last_snap, version "
+                                  "FROM spans ORDER BY watch, model, first_snap")
     want = orjson.loads(gzip.decompress((DATA / "state-schema5-timelines.gz").read_bytes()))
     with Store.open(tmp_path / "state"):
         pass
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert raw_rows(path, "SELECT COUNT(*) FROM versions WHERE brief IS NULL") == [(0,)]
+    assert raw_rows(path, "SELECT watch, model, first_snap, last_snap, version FROM spans "
+                          "ORDER BY watch, model, first_snap") == spans_before
+    assert raw_rows(path, "SELECT COUNT(*) FROM spans s JOIN snapshots f ON f.id = s.first_snap "
+                          "WHERE s.first_at = f.taken_at AND s.brief IS NOT NULL") == [
+        (len(spans_before),)]
+    assert "brief" not in {r[1] for r in raw_rows(path, "PRAGMA table_info(versions)")}
     indexes = dict(raw_rows(path, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                  "AND name IN ('events_model', 'spans_open')"))
+                                  "AND name IN ('events_model', 'spans_open', 'spans_model')"))
     assert indexes["events_model"].endswith("ON events(model, watch, id)")
     assert indexes["spans_open"].endswith("ON spans(watch, model) WHERE last_snap IS NULL")
+    assert "spans_model" not in indexes  # the table's own order now
     with Store.open(tmp_path / "state", readonly=True) as store:
         got = {m: timeline(m, store.model_states("models", m), watch="models")
                for m in sorted(store.models_ever("models"))}

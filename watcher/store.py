@@ -44,7 +44,7 @@ from watcher.errors import StateError, StateInUseError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -61,20 +61,21 @@ CREATE TABLE IF NOT EXISTS zdicts (
 CREATE TABLE IF NOT EXISTS versions (
     digest BLOB PRIMARY KEY,              -- versions.version_digest of the model's JSON
     zdict  INTEGER REFERENCES zdicts(id), -- the dictionary it was compressed with
-    data   BLOB NOT NULL,                 -- zlib of that JSON, or (zdict NULL) the JSON
+    data   BLOB NOT NULL                  -- zlib of that JSON, or (zdict NULL) the JSON
                                           -- itself, not packed yet (versions.pack)
-    brief  BLOB                           -- versions.brief: what a timeline reads (schema 6)
 ) WITHOUT ROWID;
+-- In (watch, model, first_snap) order: one model's spans are neighbours (schema 7).
 CREATE TABLE IF NOT EXISTS spans (
-    id         INTEGER PRIMARY KEY,
     watch      TEXT NOT NULL,
     model      TEXT NOT NULL,
-    version    BLOB NOT NULL REFERENCES versions(digest),
     first_snap INTEGER NOT NULL REFERENCES snapshots(id),  -- listed from this snapshot on
-    last_snap  INTEGER REFERENCES snapshots(id)            -- until before this one, NULL: now
-);
+    last_snap  INTEGER REFERENCES snapshots(id),           -- until before this one, NULL: now
+    version    BLOB NOT NULL REFERENCES versions(digest),
+    first_at   TEXT NOT NULL,             -- taken_at of first_snap
+    brief      BLOB NOT NULL,             -- versions.brief() of the version: what a timeline reads
+    PRIMARY KEY (watch, model, first_snap)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_unpacked ON versions(digest) WHERE zdict IS NULL;
-CREATE INDEX IF NOT EXISTS spans_model ON spans(watch, model, first_snap);
 CREATE INDEX IF NOT EXISTS spans_open ON spans(watch, model) WHERE last_snap IS NULL;
 CREATE TABLE IF NOT EXISTS checks (
     id      INTEGER PRIMARY KEY,
@@ -504,7 +505,7 @@ class Store:
                 snapshot_id = _lastrowid(tx.execute(
                     "INSERT INTO snapshots (watch, digest, taken_at, models) VALUES (?,?,?,?)",
                     (watch, snap.digest, at, len(snap.models))))
-                versions.write(tx, watch, snapshot_id, snap, self._latest.get(watch),
+                versions.write(tx, watch, snapshot_id, at, snap, self._latest.get(watch),
                                packed=outcome == "baseline")
             check_id = _insert_check(tx, watch, at, outcome, len(events), error)
             ids = [
@@ -920,9 +921,14 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
         if 1 <= version < 4:  # 3 -> 4: whole snapshots become model versions and spans
             conn.execute("ALTER TABLE snapshots RENAME TO snapshots_v3")
             conn.execute("DROP INDEX IF EXISTS snapshots_watch")
-        if 4 <= version < 6:  # 5 -> 6: versions.brief; open spans found by model too
-            conn.execute("ALTER TABLE versions ADD COLUMN brief BLOB")
-            conn.execute("DROP INDEX spans_open")
+        if 4 <= version < 7:  # 6 -> 7: spans in model order, with their briefs and times
+            conn.execute("ALTER TABLE spans RENAME TO spans_v6")
+            for index in ("spans_model", "spans_open"):
+                conn.execute(f"DROP INDEX IF EXISTS {index}")
+        if version == 6:  # 6 -> 7: the briefs move to the spans (a table copy: SQLite's DROP
+            # COLUMN cannot rewrite a CREATE TABLE whose last column ends in a comment)
+            conn.execute("ALTER TABLE versions RENAME TO versions_v6")
+            conn.execute("DROP INDEX versions_unpacked")
         if 1 <= version < 6:  # 5 -> 6: a model's events by (model, watch, id)
             conn.execute("DROP INDEX IF EXISTS events_model")
         for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
@@ -938,8 +944,15 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             conn.execute("DROP TABLE snapshots_v3")
             conn.execute("DROP TABLE blobs")
             logger.info("state.migrated", snapshots=total, schema=SCHEMA_VERSION)
-        if 4 <= version < 6:
-            logger.info("state.migrated", briefs=versions.add_briefs(conn), schema=SCHEMA_VERSION)
+        if version == 6:
+            conn.execute("INSERT INTO versions (digest, zdict, data) "
+                         "SELECT digest, zdict, data FROM versions_v6")
+        if 4 <= version < 7:
+            spans = versions.copy_spans(conn, "spans_v6",
+                                        briefs="versions_v6" if version == 6 else None)
+            conn.execute("DROP TABLE spans_v6")
+            conn.execute("DROP TABLE IF EXISTS versions_v6")
+            logger.info("state.migrated", spans=spans, schema=SCHEMA_VERSION)
         while versions.pack(conn, PACK_BATCH):  # what the migrated snapshots wrote
             pass
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

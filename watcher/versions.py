@@ -10,23 +10,27 @@ A *span* says that a watch listed one version of one model from one stored snaps
 of the spans open at it, and nothing of a model that did not change is written again::
 
     snapshots  id 7 (models, 2026-01-04T13:27Z)   id 9 (models, 2026-01-04T19:13Z)
-    spans      z-ai/glm-4.7  v=3f2a..  first 7  last 9
-               z-ai/glm-4.7  v=9c41..  first 9  last NULL      <- the price moved at 9
-               openai/gpt-4o v=77e0..  first 7  last NULL      <- unchanged: one row, ever
+    spans      z-ai/glm-4.7  first 7  last 9     v=3f2a..
+               z-ai/glm-4.7  first 9  last NULL  v=9c41..  <- the price moved at 9
+               openai/gpt-4o first 7  last NULL  v=77e0..  <- unchanged: one row, ever
 
 So a changed poll writes the versions that changed, a span for each and the end of the
 spans they replace; a model page reads the spans of one model; the next diff reads the
-open spans (the watch's latest snapshot).
+open spans (the watch's latest snapshot).  Spans are stored in (watch, model, first_snap)
+order (a table WITHOUT ROWID), so one model's spans are a run of neighbouring rows, not one
+page read each.
 
 A poll writes its new versions as they are (``zdict`` NULL): compressing costs ~50 us a
 version, the most of a commit when a step rewrites hundreds of models, and the poll is
 where a change waits to be told.  :func:`pack` compresses them later, a batch at a time,
 in the store's daily housekeeping (``prune``), at the end of ``once`` and of a migration.
 
-Beside each version lies its *brief*: the few fields a model's timeline draws (name,
-pricing, context length, expiration date) as plain JSON, so that a model page with
-thousands of versions decompresses none of them (inflating one costs ~20 us, reading its
-brief ~2 us).
+Each span carries its version's *brief*: the few fields a model's timeline draws (name,
+pricing, context length, expiration date) as plain JSON, and the time its first snapshot
+was taken, so that a model page with thousands of versions reads that run of spans and
+nothing else: no version is decompressed (inflating one costs ~20 us) nor looked up
+(finding each version's brief among the versions cost ~10 us a span, 27 ms of a busy
+model's 52 ms, schema 6).
 
 Functions take the caller's connection (and transaction): :class:`watcher.store.Store`
 decides when to commit.
@@ -63,9 +67,10 @@ def brief(item: Mapping[str, Any]) -> bytes:
     return orjson.dumps({key: item[key] for key in BRIEF_KEYS if key in item})
 
 
-def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
+def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, taken_at: str, snap: Snapshot,
           previous: Snapshot | None = None, *, packed: bool = False) -> int:
-    """Record ``snap`` as stored snapshot ``snapshot_id`` of ``watch``; the versions written.
+    """Record ``snap`` as stored snapshot ``snapshot_id`` of ``watch``, taken at
+    ``taken_at``; the versions written.
 
     ``previous`` is the watch's latest stored snapshot when the caller knows it (the store
     keeps the one it last wrote or read): the models whose bytes are those of ``previous``
@@ -77,7 +82,8 @@ def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
     fingerprints = snap.fingerprints
     if previous is None:
         listed = dict(tx.execute(
-            "SELECT model, version FROM spans WHERE watch = ? AND last_snap IS NULL", (watch,)))
+            "SELECT model, version FROM spans INDEXED BY spans_open "
+            "WHERE watch = ? AND last_snap IS NULL", (watch,)))
         current = {model: version_digest(data) for model, data in fingerprints.items()}
         new = [(model, version) for model, version in current.items()
                if listed.get(model) != version]
@@ -87,8 +93,10 @@ def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
         new = [(model, version_digest(data)) for model, data in fingerprints.items()
                if before.get(model) != data]
         ended = [model for model, data in before.items() if fingerprints.get(model) != data]
-    tx.executemany("UPDATE spans SET last_snap = ? WHERE watch = ? AND model = ? "
-                   "AND last_snap IS NULL", [(snapshot_id, watch, model) for model in ended])
+    # INDEXED BY: the table's own order would walk every span of the model to find it.
+    tx.executemany("UPDATE spans INDEXED BY spans_open SET last_snap = ? "
+                   "WHERE watch = ? AND model = ? AND last_snap IS NULL",
+                   [(snapshot_id, watch, model) for model in ended])
     known = _known(tx, [version for _, version in new])
     unknown = [(model, version) for model, version in new if version not in known]
     if packed and unknown:
@@ -96,13 +104,14 @@ def write(tx: sqlite3.Connection, watch: str, snapshot_id: int, snap: Snapshot,
         pack_one: Any = _packer(zdict)
     else:
         zdict_id, pack_one = None, None
-    tx.executemany("INSERT OR IGNORE INTO versions (digest, zdict, data, brief) "
-                   "VALUES (?, ?, ?, ?)",
+    tx.executemany("INSERT OR IGNORE INTO versions (digest, zdict, data) VALUES (?, ?, ?)",
                    [(version, zdict_id,
-                     pack_one(fingerprints[model]) if pack_one else fingerprints[model],
-                     brief(snap.models[model])) for model, version in unknown])
-    tx.executemany("INSERT INTO spans (watch, model, version, first_snap) VALUES (?,?,?,?)",
-                   [(watch, model, version, snapshot_id) for model, version in new])
+                     pack_one(fingerprints[model]) if pack_one else fingerprints[model])
+                    for model, version in unknown])
+    tx.executemany("INSERT INTO spans (watch, model, first_snap, version, first_at, brief) "
+                   "VALUES (?,?,?,?,?,?)",
+                   [(watch, model, snapshot_id, version, taken_at, brief(snap.models[model]))
+                    for model, version in new])
     return len(unknown)
 
 
@@ -176,8 +185,9 @@ def latest(conn: sqlite3.Connection, watch: str) -> Snapshot | None:
         return None
     zdicts = _dictionaries(conn)
     rows = conn.execute(
-        "SELECT s.model, v.zdict, v.data FROM spans s JOIN versions v ON v.digest = s.version "
-        "WHERE s.watch = ? AND s.last_snap IS NULL", (watch,))
+        "SELECT s.model, v.zdict, v.data FROM spans s INDEXED BY spans_open "
+        "JOIN versions v ON v.digest = s.version WHERE s.watch = ? AND s.last_snap IS NULL",
+        (watch,))
     return Snapshot(models={model: _load(model, data, zdicts, z) for model, z, data in rows})
 
 
@@ -208,31 +218,39 @@ class ModelStates:
 
 def model_states(conn: sqlite3.Connection, watch: str, model: str) -> ModelStates:
     """The stored states of ``model`` in ``watch`` (each version's brief): reads that
-    model's spans only, and decompresses nothing."""
+    model's run of spans, and decompresses nothing."""
     spans = conn.execute(
-        "SELECT s.first_snap, s.last_snap, f.taken_at, l.taken_at, v.brief FROM spans s "
-        "JOIN versions v ON v.digest = s.version JOIN snapshots f ON f.id = s.first_snap "
-        "LEFT JOIN snapshots l ON l.id = s.last_snap "
-        "WHERE s.watch = ? AND s.model = ? ORDER BY s.first_snap", (watch, model)).fetchall()
+        "SELECT first_snap, last_snap, first_at, brief FROM spans "
+        "WHERE watch = ? AND model = ? ORDER BY first_snap", (watch, model)).fetchall()
     if not spans:
         return ModelStates(states=[], in_first_snapshot=False, last_seen=None)
+    # When it was not listed any more: the time of the snapshot that ended a span, where
+    # no span of it starts (a removal; rare, so looked up one by one).
+    starts = {first for first, _, _, _ in spans}
+    removed = {last: _taken_at(conn, last) for _, last, _, _ in spans
+               if last is not None and last not in starts}
     states: list[tuple[str, dict[str, Any] | None]] = []
-    ended: tuple[int, str] | None = None  # the last span's end: snapshot id and taken_at
-    for first, last, first_at, last_at, data in spans:
-        if ended is not None and ended[0] != first:  # a gap: not listed in between
-            states.append((ended[1], None))
+    for _, last, first_at, data in spans:
         states.append((first_at, _brief(model, data)))
-        ended = None if last is None else (last, last_at)
-    if ended is not None:
-        states.append((ended[1], None))
+        if last in removed:
+            states.append((removed[last], None))
+    last = spans[-1][1]
+    if last is not None:
         seen = conn.execute("SELECT taken_at FROM snapshots WHERE watch = ? AND id < ? "
-                            "ORDER BY id DESC LIMIT 1", (watch, ended[0])).fetchone()
+                            "ORDER BY id DESC LIMIT 1", (watch, last)).fetchone()
     else:
         seen = conn.execute("SELECT taken_at FROM snapshots WHERE watch = ? "
                             "ORDER BY id DESC LIMIT 1", (watch,)).fetchone()
     (start,) = conn.execute("SELECT MIN(id) FROM snapshots WHERE watch = ?", (watch,)).fetchone()
     return ModelStates(states=states, in_first_snapshot=spans[0][0] == start,
                        last_seen=seen[0] if seen else None)
+
+
+def _taken_at(conn: sqlite3.Connection, snapshot_id: int) -> str:
+    row = conn.execute("SELECT taken_at FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+    if row is None:
+        raise StateError(f"a span ends at snapshot {snapshot_id}, which is not stored")
+    return str(row[0])
 
 
 def migrate_snapshots(tx: sqlite3.Connection, old_table: str) -> Iterator[int]:
@@ -249,22 +267,36 @@ def migrate_snapshots(tx: sqlite3.Connection, old_table: str) -> Iterator[int]:
         snap = parse(zlib.decompress(data))
         tx.execute("INSERT INTO snapshots (id, watch, digest, taken_at, models) VALUES (?,?,?,?,?)",
                    (snapshot_id, watch, digest, taken_at, models))
-        write(tx, watch, snapshot_id, snap, previous.get(watch))
+        write(tx, watch, snapshot_id, taken_at, snap, previous.get(watch))
         previous[watch] = snap
         yield snapshot_id
 
 
-def add_briefs(tx: sqlite3.Connection, batch: int = 1000) -> int:
-    """Fill the brief of every version that has none (schema 5 and older), ``batch``
-    versions at a time in digest order, so memory stays small; how many were filled."""
+def copy_spans(tx: sqlite3.Connection, old_table: str, *, briefs: str | None,
+               batch: int = 5000) -> int:
+    """Fill ``spans`` from the spans of schema 4-6 (``old_table``), with each span's first
+    time and brief; how many.  ``briefs``: the table of schema-6 versions, which hold their
+    briefs; without (schema 4-5), each version is decompressed once to make its brief."""
     zdicts = _dictionaries(tx)
-    done, after = 0, b""
-    while rows := tx.execute("SELECT digest, zdict, data, brief FROM versions WHERE digest > ? "
-                             "ORDER BY digest LIMIT ?", (after, batch)).fetchall():
-        missing = [(brief(_load(digest.hex(), data, zdicts, zdict)), digest)
-                   for digest, zdict, data, known in rows if known is None]
-        tx.executemany("UPDATE versions SET brief = ? WHERE digest = ?", missing)
-        done += len(missing)
+    made: dict[bytes, bytes] = {}
+    done, after = 0, -1
+    brief_column = "b.brief" if briefs else "NULL"
+    join_briefs = f"LEFT JOIN {briefs} b ON b.digest = s.version " if briefs else ""
+    while rows := tx.execute(
+            f"SELECT s.id, s.watch, s.model, s.first_snap, s.last_snap, s.version, f.taken_at, "  # noqa: S608
+            f"{brief_column}, v.zdict, CASE WHEN {brief_column} IS NULL THEN v.data END "
+            f"FROM {old_table} s JOIN versions v ON v.digest = s.version {join_briefs}"
+            "JOIN snapshots f ON f.id = s.first_snap WHERE s.id > ? ORDER BY s.id LIMIT ?",
+            (after, batch)).fetchall():
+        spans = []
+        for _, watch, model, first, last, version, first_at, stored, zdict, data in rows:
+            made_brief = stored or made.get(version)
+            if made_brief is None:
+                made_brief = made[version] = brief(_load(model, data, zdicts, zdict))
+            spans.append((watch, model, first, last, version, first_at, made_brief))
+        tx.executemany("INSERT INTO spans (watch, model, first_snap, last_snap, version, "
+                       "first_at, brief) VALUES (?,?,?,?,?,?,?)", spans)
+        done += len(rows)
         after = rows[-1][0]
     return done
 
