@@ -55,15 +55,22 @@ def timeline(model_id: str, history: ModelStates, *, watch: str) -> dict[str, An
 
 def _series(item: dict[str, Any], taken_at: str, prices: dict[str, list[dict[str, Any]]],
             context: list[dict[str, Any]]) -> None:
-    pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
-    keys = set(pricing or {}) | set(prices)
-    for key in sorted(keys):
-        value = (pricing or {}).get(key, "0")
+    pricing = item.get("pricing")
+    if not isinstance(pricing, dict):
+        pricing = {}
+    # A key seen for the first time joins the series in name order; a known key missing
+    # from this state is priced "0" (zero-priced keys are dropped upstream).
+    for key in sorted(k for k, v in pricing.items() if k not in prices and isinstance(v, str)):
+        prices[key] = []
+    for key, series in prices.items():
+        value = pricing.get(key, "0")
         if not isinstance(value, str):
             continue
-        series = prices.setdefault(key, [])
-        if not series or (series[-1]["price"] != value
-                          and as_decimal(series[-1]["price"]) != as_decimal(value)):
+        if not series:
+            series.append({"at": taken_at, "price": value})
+            continue
+        last = series[-1]["price"]
+        if last != value and as_decimal(last) != as_decimal(value):
             series.append({"at": taken_at, "price": value})
     length = item.get("context_length")
     if not context or context[-1]["context_length"] != length:
