@@ -416,7 +416,8 @@ def prune(state_dir: Path, end: float) -> dict[str, Any]:
     return {"batches": len(steps) - 1, "seconds": round(total, 2),
             "longest_batch_ms": max(steps), "median_batch_ms": statistics.median(steps),
             "longest_batch_cpu_ms": max(cpu),
-            "longest": [{"ms": steps[i], "step": i, "removed": kinds[i]} for i in longest],
+            "longest": [{"ms": steps[i], "cpu_ms": cpu[i], "step": i, "removed": kinds[i]}
+                        for i in longest],
             "removed": before, "used_bytes_after": after, "file_bytes_before_vacuum": before_file,
             "file_bytes_after_vacuum": after_file, "vacuum_seconds": round(vacuum_s, 1)}
 
