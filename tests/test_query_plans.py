@@ -1,5 +1,6 @@
 """The reads of history pages and of each poll use the indexes: no statement they run walks
-a whole table of the history (events, spans, versions, checks), which grow for years."""
+a whole table of the history (events, spans, versions, checks, snapshots), which grow for
+years."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from watcher.events import events_from_changes
 from watcher.store import DB_NAME, EventQuery, Store
 
 # The tables that grow with the history, and the aliases the store's queries give them.
-GROWING = ("events", "spans", "versions", "checks", "e", "s", "v", "f", "l")
+GROWING = ("events", "spans", "versions", "checks", "snapshots", "e", "s", "v", "f", "l")
 re_bounded = re.compile(r"ORDER BY id DESC LIMIT \d+$")
 
 
@@ -76,6 +77,7 @@ READS: dict[str, tuple[Callable[[Store], Any], set[str]]] = {
     "latest_snapshot (the next diff)": (lambda s: s.latest_snapshot("b"), {"spans_open"}),
     "rebuild_snapshot": (lambda s: s.rebuild_snapshot(5), set()),
     "models_ever": (lambda s: s.models_ever("b"), {"spans PRIMARY KEY"}),
+    "watches (show, every model page)": (lambda s: s.watches(), {"snapshots_watch"}),
     "events of a watch": (lambda s: s.event_rows(EventQuery(watch="b", limit=100)),
                           {"events_watch"}),
     "events of a type": (lambda s: s.event_rows(EventQuery(type="price_changed", limit=100)),

@@ -432,8 +432,14 @@ class Store:
             return versions.rebuild(self._conn, snapshot_id)
 
     def watches(self) -> list[str]:
-        """Every watch the database has snapshots of."""
-        return [r[0] for r in self._read("SELECT DISTINCT watch FROM snapshots ORDER BY 1")]
+        """Every watch the database has snapshots of.
+
+        One index seek per watch (the next name after the last): DISTINCT read the whole
+        index, every snapshot of every watch (~10 ms a model page at 100,000 snapshots)."""
+        return [r[0] for r in self._read(
+            "WITH RECURSIVE w(name) AS (SELECT MIN(watch) FROM snapshots UNION ALL "
+            "SELECT (SELECT MIN(watch) FROM snapshots WHERE watch > w.name) FROM w "
+            "WHERE w.name IS NOT NULL) SELECT name FROM w WHERE name IS NOT NULL")]
 
     def record_check(self, watch: str, at: str, outcome: str, error: str | None = None, *,
                      digest: str | None = None, gaps: frozenset[str] | None = None) -> int:
