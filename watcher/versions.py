@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 
 from watcher.errors import StateError
-from watcher.snapshot import Snapshot, parse
+from watcher.snapshot import Snapshot, data_of, from_items
 
 ZLIB_LEVEL = 6
 ZDICT_BYTES = 32 * 1024  # zlib's window: more dictionary than this is never used
@@ -264,7 +264,9 @@ def migrate_snapshots(tx: sqlite3.Connection, old_table: str) -> Iterator[int]:
                       f"FROM {old_table} s JOIN blobs b ON b.digest = s.digest ORDER BY s.id")
     previous: dict[str, Snapshot] = {}
     for snapshot_id, watch, digest, taken_at, models, data in rows:
-        snap = parse(zlib.decompress(data))
+        # Read back as stored (validated and serialised when it was polled): without
+        # snapshot.parse's serialising of the whole list, which write() does not read.
+        snap = from_items(data_of(zlib.decompress(data)))
         tx.execute("INSERT INTO snapshots (id, watch, digest, taken_at, models) VALUES (?,?,?,?,?)",
                    (snapshot_id, watch, digest, taken_at, models))
         write(tx, watch, snapshot_id, taken_at, snap, previous.get(watch))
