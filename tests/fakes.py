@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Self
 
@@ -51,10 +52,14 @@ class ModelsServer:
     async def _models(self, request: web.Request) -> web.StreamResponse:
         raise NotImplementedError
 
+    async def _activity(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=404)
+
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/v1/models", self._models)
         app.router.add_get("/api/v1/models/user", self._models)
+        app.router.add_get("/api/v1/activity", self._activity)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -87,6 +92,10 @@ class FakeOpenRouter(ModelsServer):
         self.served = 0
         super().__init__()
         self.user_reply: Reply | None = None  # when set, /models/user answers this instead
+        self.activity = Activity()
+
+    async def _activity(self, request: web.Request) -> web.StreamResponse:
+        return self.activity.answer(request)
 
     @property
     def url(self) -> str:
@@ -114,6 +123,102 @@ class FakeOpenRouter(ModelsServer):
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
                             content_type=reply.content_type)
 
+
+
+# /api/v1/activity, as tests/data/ACTIVITY.md describes it: per completed UTC day of the
+# last 30 and per model endpoint.  The usage is deterministic, so that tests can compute the
+# impact by hand: per day,
+#   z-ai/glm-4.7, two endpoints: 1,200,000 + 300,000 prompt, 400,000 + 100,000 completion,
+#       80,000 + 20,000 reasoning tokens, 150 + 50 requests (every day)
+#   openai/gpt-4o-search-preview: 400 requests, 100,000 prompt, 50,000 completion tokens,
+#       on the days whose ordinal is even: 15 of any 30 consecutive days
+#   deepseek/deepseek-v3.2: 2,000,000 prompt, 1,000,000 completion tokens, 1,000 requests
+#   moonshotai/kimi-k2-thinking: 10,000 prompt, 5,000 completion, 3 requests (every day)
+# 30-day totals, as the tests use them:
+GLM_PROMPT_30D = 45_000_000
+GLM_COMPLETION_AND_REASONING_30D = 18_000_000
+GLM_REQUESTS_30D = 6_000
+SEARCH_REQUESTS_PER_DAY = 400
+DEEPSEEK_REQUESTS_30D = 30_000
+
+
+def activity_rows(day: date) -> list[dict[str, object]]:
+    """The activity rows of one day, in the documented shape."""
+    iso_day = day.isoformat()
+
+    def row(model: str, slug: str, endpoint: str, provider: str, requests: int, prompt: int,
+            completion: int, reasoning: int, usd: float) -> dict[str, object]:
+        return {"date": iso_day, "model": model, "model_permaslug": slug,
+                "endpoint_id": endpoint, "provider_name": provider, "usage": usd,
+                "byok_usage_inference": 0, "requests": requests, "prompt_tokens": prompt,
+                "completion_tokens": completion, "reasoning_tokens": reasoning}
+
+    rows = [
+        row("z-ai/glm-4.7", "z-ai/glm-4.7-20251222", "3f1c2a4e-glm-a", "Z.AI", 150, 1_200_000,
+            400_000, 80_000, 1.02),
+        row("z-ai/glm-4.7", "z-ai/glm-4.7-20251222", "3f1c2a4e-glm-b", "Novita", 50, 300_000,
+            100_000, 20_000, 0.26),
+        row("deepseek/deepseek-v3.2", "deepseek/deepseek-v3.2-exp", "77d0-ds", "DeepSeek", 1_000,
+            2_000_000, 1_000_000, 0, 0.87),
+        row("moonshotai/kimi-k2-thinking", "moonshotai/kimi-k2-thinking-20251106", "9a2e-kimi",
+            "Moonshot AI", 3, 10_000, 5_000, 2_000, 0.02),
+    ]
+    if day.toordinal() % 2 == 0:
+        rows.append(row("openai/gpt-4o-search-preview", "openai/gpt-4o-search-preview-2025-03-11",
+                        "5b7e-search", "OpenAI", SEARCH_REQUESTS_PER_DAY, 100_000, 50_000, 0,
+                        14.75))
+    return rows
+
+
+class Activity:
+    """The fake's ``/api/v1/activity``: 200 for a key in ``management_keys``, 403 "Only
+    management keys can fetch activity" for any other key, 401 without one; ``?date=``
+    filters to one day, and a day outside the window (or no date at all) is a 400.
+
+    The window is the 30 completed UTC days before ``today`` (default: the real date).
+    """
+
+    def __init__(self) -> None:
+        self.management_keys: set[str] = set()
+        self.today: date | None = None
+        self.requests: list[dict[str, str]] = []  # query and Authorization of each request
+        self.reply: Reply | None = None          # when set, answered instead
+
+    def window(self) -> list[date]:
+        today = self.today or datetime.now(UTC).date()
+        return [today - timedelta(days=n) for n in range(30, 0, -1)]
+
+    def answer(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        self.requests.append({"query": request.query_string, "authorization": auth})
+        if self.reply is not None:
+            return web.Response(status=self.reply.status, body=self.reply.body,
+                                headers=self.reply.headers, content_type="application/json")
+        key = auth.removeprefix("Bearer ")
+        if not key:
+            return _error(401, "No auth credentials found")
+        if key not in self.management_keys:
+            return _error(403, "Only management keys can fetch activity")
+        days = self.window()
+        if "date" in request.query:
+            try:
+                wanted = date.fromisoformat(request.query["date"])
+            except ValueError:
+                return _error(400, "Invalid date format, expected YYYY-MM-DD")
+            if wanted not in days:
+                return _error(400, "Date must be within the last 30 (completed) UTC days")
+            days = [wanted]
+        import orjson
+
+        data = [r for day in days for r in activity_rows(day)]
+        return web.Response(body=orjson.dumps({"data": data}), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    import orjson
+
+    return web.Response(status=status, content_type="application/json",
+                        body=orjson.dumps({"error": {"code": status, "message": message}}))
 
 
 def _free_port() -> int:

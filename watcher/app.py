@@ -19,19 +19,19 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from watcher import fetch, log, preflight, snapshot
-from watcher.backoff import poll_jitter
+from watcher import fetch, impact, log, preflight, snapshot, usage
+from watcher.backoff import backoff, poll_jitter
 from watcher.clock import iso, utcnow
 from watcher.config import RetryPolicy, Settings, Watch, public_watch
 from watcher.config import load as load_config
 from watcher.diff import diff
-from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
+from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError, WatcherError
 from watcher.events import Event, account_view, change_key, events_from_changes, expiring_soon
 from watcher.guard import suspicion
 from watcher.metrics import Metrics
@@ -47,6 +47,9 @@ Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 SAME_CHANGE_MIN_WINDOW = 86400.0
 PRUNE_FIRST_AFTER = 600.0   # seconds after the start
 PRUNE_EVERY = 86400.0
+USAGE_RETRY = 300.0      # a failed usage fetch is tried again after 5 min, doubling ...
+USAGE_RETRY_MAX = 6 * 3600.0  # ... up to 6 h (and never later than the next day's fetch)
+USAGE_IDLE = 600.0
 
 
 @dataclass
@@ -95,6 +98,7 @@ class App:
         self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
         self.status.configure(settings.watches, pairs(settings))
         self._delivery: asyncio.Task[None] | None = None
+        self._usage: tuple[str, impact.Summary | None] | None = None  # (UTC day, summary)
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:
         if watch not in self._baselines:
@@ -169,6 +173,9 @@ class App:
                                       days=self.settings.expiring_soon_days,
                                       sent=self.store.sent_reminders(watch.name), detected_at=at)
             events += [event for event, _ in reminders]
+            # Usage impact (issue 15): one pure step between the events and the rules.
+            events = impact.annotate(events, self.usage_summary(),
+                                     tiered=impact.tiered_models(current.models))
             alerts = self.alerts(watch, events)
         except StateError:
             raise
@@ -250,6 +257,95 @@ class App:
         scope = host_of(watch)
         longest = max(w.interval for w in self.settings.watches if host_of(w) == scope)
         return max(SAME_CHANGE_MIN_WINDOW, 3 * longest)
+
+    # Usage (watcher.usage): fetched daily in its own task; the cycle only reads it.
+
+    def usage_summary(self) -> impact.Summary | None:
+        """The stored usage of the last 30 days, read once per UTC day (and after a fetch);
+        None without a ``usage:`` section or before the first fetch.  An unreadable usage
+        table is logged and gives None: usage never stops an alert."""
+        if self.settings.usage is None:
+            return None
+        today = self.clock().date().isoformat()
+        if self._usage is None or self._usage[0] != today:
+            try:
+                through = self.store.usage_through()
+                rows = self.store.usage_rows(since=_window_start(through)) if through else []
+            except StateError as exc:
+                self.log.error("usage.unreadable", reason=str(exc))  # noqa: TRY400
+                return None
+            self._usage = (today, usage.summarise(rows, through) if through else None)
+        return self._usage[1]
+
+    async def refresh_usage(self) -> str:
+        """Fetch the activity and store its new days: ``ok``, ``refused`` (the key: an
+        operator notice, tried again the next day) or ``failed`` (logged, retried sooner)."""
+        source = self.settings.usage
+        if source is None:
+            return "ok"
+        try:
+            rows = await usage.fetch(self.session, source, policy=self.retry)
+        except AuthError as exc:
+            self.operator.problem(
+                usage.NOTICE_SUBJECT, "auth",
+                f"{exc}. GET /api/v1/activity needs a provisioning (management) key "
+                "(openrouter.ai/settings/provisioning-keys), not an inference API key. Alerts "
+                "go out without the usage impact until then.")
+            return "refused"
+        except (FetchError, SnapshotError) as exc:
+            self.log.warning("usage.fetch_failed", reason=log.redactor.text(str(exc)))
+            return "failed"
+        self.operator.resolved(usage.NOTICE_SUBJECT, "auth", "the activity can be read again")
+        through = usage.last_complete_day(self.clock()).isoformat()
+        try:
+            stored = self.store.store_usage(rows, through)
+        except StateError as exc:
+            self.log.error("usage.unwritable", reason=str(exc))  # noqa: TRY400
+            return "failed"
+        self._usage = None
+        self.log.info("usage.fetched", rows=len(rows), stored=stored, through=through)
+        return "ok"
+
+    async def refresh_usage_if_due(self) -> None:
+        """Fetch the activity when the stored usage lacks a day it has (at start, ``once``)."""
+        if self.settings.usage is None:
+            return
+        try:
+            through = self.store.usage_through()
+        except StateError as exc:
+            self.log.error("usage.unreadable", reason=str(exc))  # noqa: TRY400
+            return
+        if usage.due(self.clock(), through):
+            await self.refresh_usage()
+
+    async def _usage_daily(self, stop: asyncio.Event) -> None:
+        """At start if a day is missing, then ~30 min after each UTC midnight; a failure is
+        tried again with a growing delay, never later than the next day's fetch.  Reads
+        ``self.settings`` each time: a reload that adds or drops ``usage:`` applies."""
+        failures = 0
+        refused_on: date | None = None  # the day whose fetch the key was refused for
+        source = self.settings.usage
+        while not stop.is_set():
+            outcome = "ok"
+            day = usage.last_complete_day(self.clock())
+            if self.settings.usage != source:  # reloaded: a new key is tried at once
+                source, refused_on = self.settings.usage, None
+            if self.settings.usage is not None and refused_on != day:
+                try:
+                    through = self.store.usage_through()
+                except WatcherError:
+                    through = None
+                if usage.due(self.clock(), through):
+                    outcome = await self.refresh_usage()
+            refused_on = day if outcome == "refused" else None if outcome == "ok" else refused_on
+            failures = failures + 1 if outcome == "failed" else 0
+            now = self.clock()
+            wait = (usage.next_fetch(now) - now).total_seconds()
+            if failures:
+                wait = min(wait, backoff(USAGE_RETRY, USAGE_RETRY_MAX, failures - 1))
+            # Woken at least every USAGE_IDLE: a reload that adds usage: is seen soon.
+            await _sleep_until(stop, asyncio.get_running_loop().time()
+                               + max(1.0, min(wait, USAGE_IDLE)))
 
     async def _fetch_public(self, public: Watch | None) -> frozenset[str] | None:
         """The ids of the public list an account watch pairs with (None: no pair)."""
@@ -344,6 +440,7 @@ class App:
             self._start_poll(watch, stop)
         delivery = self._delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
         pruning = asyncio.create_task(self._prune_daily(stop), name="prune")
+        usage_task = asyncio.create_task(self._usage_daily(stop), name="usage")
         helpers = [asyncio.create_task(extra(stop), name=f"extra:{i}")
                    for i, extra in enumerate(extras)]
         self.log.info("daemon.started", watches=len(self._polls),
@@ -362,7 +459,8 @@ class App:
             await self._finish_sends()
             delivery.cancel()
             pruning.cancel()
-            await asyncio.gather(delivery, pruning, return_exceptions=True)
+            usage_task.cancel()
+            await asyncio.gather(delivery, pruning, usage_task, return_exceptions=True)
             for helper in helpers:
                 helper.cancel()
             for outcome in await asyncio.gather(*helpers, return_exceptions=True):
@@ -486,6 +584,12 @@ class App:
                 next_tick = now + poll_jitter(watch.interval)
 
 
+def _window_start(through: str) -> str:
+    """The first day of the usage window that ends on day ``through``."""
+    end = datetime.fromisoformat(through).date()
+    return (end - timedelta(days=usage.WINDOW_DAYS - 1)).isoformat()
+
+
 def pairs(settings: Settings) -> dict[str, Watch]:
     """Each account watch with the public watch it fetches in the same cycle."""
     return {w.name: p for w in settings.watches if (p := public_watch(settings, w)) is not None}
@@ -527,6 +631,8 @@ async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | Non
     async with fetch.new_session() as session:
         app = App(settings, store, session, retry=retry, console=console)
         try:
+            if not dry_run:  # one bounded request, and only when a day is missing
+                await app.refresh_usage_if_due()
             results = list(await asyncio.gather(*(app.guarded_cycle(w, dry_run=dry_run)
                                                   for w in settings.watches)))
             if not dry_run:

@@ -107,6 +107,21 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Where the account's usage comes from: ``GET /api/v1/activity``, which needs a
+    provisioning (management) key; an inference key is refused with 403."""
+
+    url: str = "https://openrouter.ai/api/v1/activity"
+    api_key: Secret | None = None
+    api_key_file: Path | None = None  # read again before every fetch, like a watch's
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None:
+            object.__setattr__(self, "api_key", Secret.of(self.api_key))
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long the state keeps what only says "nothing changed" (None: forever).
 
@@ -118,6 +133,7 @@ class Retention:
     messages: float | None = 90 * 86400.0          # sent, cancelled and duplicate outbox rows
     dead_letters: float | None = None              # dead letters: until resent, by default
     events: float | None = None                    # events nothing pending refers to
+    usage: float | None = 400 * 86400.0            # the usage table's days (by their date)
 
 
 @dataclass(frozen=True)
@@ -157,6 +173,7 @@ class Settings:
     warnings: tuple[str, ...] = ()
     http: Http | None = None        # None: no listener
     retention: Retention = field(default_factory=Retention)
+    usage: Usage | None = None      # None: no usage, events carry no impact fields
 
 
 def public_watch(settings: Settings, watch: Watch) -> Watch | None:
@@ -277,6 +294,7 @@ class _Loading:
             Key("expiring_soon_days", _days),
             Key("http", _http),
             Key("retention", lambda value: Retention(**_read(value, RETENTION_KEYS))),
+            Key("usage", self._usage),
         )
 
     def _state_dir(self, value: yamldoc.Value) -> Path:
@@ -317,6 +335,21 @@ class _Loading:
                 f"every {watch.interval:g}s; below {MIN_INTERVAL_OPENROUTER:g}s is meant for "
                 "tests and replays")
         return watch
+
+    def _usage(self, value: yamldoc.Value) -> Usage:
+        keys = (Key("url", _watch_url),
+                Key("api_key_env", _api_key_env, into="api_key"),
+                Key("api_key_file", lambda item: _secret_path(item, self.base)),
+                Key("timeout", _duration(minimum=1.0)))
+        found = _mapping(value, keys, exclusive=("api_key_env", "api_key_file"))
+        if "api_key_env" not in found and "api_key_file" not in found:
+            raise value.error("give api_key_env or api_key_file: /api/v1/activity needs a "
+                              "provisioning (management) key")
+        fields = _fields(found, keys)
+        if "api_key_file" in found:
+            fields["api_key"] = Secret(_read_secret_file(found["api_key_file"], self.base))
+        self.secrets.append(fields["api_key"].reveal())
+        return Usage(**fields)
 
     def _watch_keys(self) -> tuple[Key, ...]:
         return (
@@ -443,6 +476,8 @@ RETENTION_KEYS = (
     Key("messages", _age(minimum=7 * 86400.0)),
     Key("dead_letters", _age(minimum=3600.0)),
     Key("events", _age(minimum=3600.0)),
+    # The usage window is 30 days: a shorter keep would prune what the impact is read from.
+    Key("usage", _age(minimum=31 * 86400.0)),
 )
 
 

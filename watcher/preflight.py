@@ -26,6 +26,9 @@ never fire
 a key that changes nothing for the rule's       warning  ``min_change_pct``/``direction`` without
 types                                                    a measured type; ``fields`` when none
                                                          of the types carries a field
+a usage key (``used``, ``min_spend_30d``,       warning  no ``usage:`` section (every event
+``min_monthly_impact``) that changes nothing             passes it), or none of the rule's
+                                                         types carries usage
 ==============================================  =======  ======================================
 """
 
@@ -39,6 +42,7 @@ from typing import Any
 
 from watcher.config import Settings, public_watch
 from watcher.errors import ConfigError, StateError
+from watcher.impact import SPEND_TYPES
 from watcher.rules.match import MEASURED_TYPES
 from watcher.rules.model import Rule
 from watcher.store import Store
@@ -183,9 +187,29 @@ def _rule_findings(rule: Rule, settings: Settings, fields: frozenset[str]) -> li
                 out.append(f"{_at(rule, key)}: {named}: {key} changes nothing: only "
                            "price_changed and context_length_changed have a change_pct, and "
                            "other events pass through it")
+    out += _usage_findings(rule, settings)
     if rule.fields and all(t in NO_FIELD or t.endswith(ACCOUNT_SUFFIX) for t in rule.on):
         out.append(f"{_at(rule, 'fields')}: {named}: fields changes nothing: "
                    f"{', '.join(sorted(rule.on))} events carry no field, and pass through it")
+    return out
+
+
+def _usage_findings(rule: Rule, settings: Settings) -> list[str]:
+    """The usage keys (used, min_spend_30d, min_monthly_impact) that change nothing."""
+    named = f"rule {rule.name!r}"
+    given = [key for key, value in (("used", rule.used), ("min_spend_30d", rule.min_spend_30d),
+                                    ("min_monthly_impact", rule.min_monthly_impact))
+             if value is not None]
+    out: list[str] = []
+    for key in given:
+        types = {"price_changed"} if key == "min_monthly_impact" else SPEND_TYPES
+        if settings.usage is None:
+            out.append(f"{_at(rule, key)}: {named}: {key} changes nothing without a usage: "
+                       "section: events without usage pass it")
+        elif not rule.on & types:
+            out.append(f"{_at(rule, key)}: {named}: {key} changes nothing: none of "
+                       f"{', '.join(sorted(rule.on))} carries usage (only "
+                       f"{', '.join(sorted(types))}), and they pass through it")
     return out
 
 

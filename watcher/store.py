@@ -44,7 +44,7 @@ from watcher.errors import StateError, StateInUseError
 from watcher.events import Event
 
 DB_NAME = "openrouter-watcher.sqlite3"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8  # 8: the usage table (issue 15; the integrator may renumber)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -151,6 +151,24 @@ CREATE TABLE IF NOT EXISTS notices (
     told_at REAL NOT NULL,                -- when it was last told (wall clock)
     PRIMARY KEY (subject, kind)
 ) WITHOUT ROWID;
+-- Schema 8 (issue 15): the account's usage, one row per UTC day and model endpoint, as
+-- GET /api/v1/activity gives it (watcher.usage).  A day is final once stored, retention.usage
+-- prunes by date.  meta 'usage_through' is the newest day fetched (days without use have no rows).
+CREATE TABLE IF NOT EXISTS usage (
+    date                 TEXT NOT NULL,   -- YYYY-MM-DD, UTC
+    model                TEXT NOT NULL,
+    model_permaslug      TEXT,
+    endpoint_id          TEXT NOT NULL,
+    provider_name        TEXT,
+    usage                REAL NOT NULL,   -- USD
+    byok_usage_inference REAL NOT NULL,
+    requests             INTEGER NOT NULL,
+    prompt_tokens        INTEGER NOT NULL,
+    completion_tokens    INTEGER NOT NULL,
+    reasoning_tokens     INTEGER NOT NULL,
+    PRIMARY KEY (date, model, endpoint_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_model ON usage(model, date);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL                   -- instance: a random UUID naming this database
@@ -207,9 +225,11 @@ class Pruned:
     dead_letters: int = 0
     events: int = 0
     versions_packed: int = 0  # not removed: compressed (see versions.pack)
+    usage: int = 0            # usage rows (days older than retention.usage)
 
     def total(self) -> int:
-        return self.unchanged_checks + self.messages + self.dead_letters + self.events
+        return (self.unchanged_checks + self.messages + self.dead_letters + self.events
+                + self.usage)
 
 
 @dataclass(frozen=True)
@@ -709,6 +729,50 @@ class Store:
         with self.transaction() as tx:
             tx.execute("DELETE FROM notices WHERE subject = ? AND kind = ?", (subject, kind))
 
+    # Usage (watcher.usage): days of GET /api/v1/activity, final once stored.
+
+    def usage_through(self) -> str | None:
+        """The newest day of usage fetched (None: never fetched)."""
+        rows = self._read("SELECT value FROM meta WHERE key = 'usage_through'", what="usage")
+        return str(rows[0][0]) if rows else None
+
+    def store_usage(self, rows: Sequence[Any], through: str) -> int:
+        """Store the rows (``watcher.usage.Row``) of the days not stored yet, and record
+        ``through`` as fetched; how many rows were written.  Days already stored are kept as
+        they are: a completed day does not change."""
+        known = {r[0] for r in self._read("SELECT DISTINCT date FROM usage", what="usage")}
+        fresh = [r for r in rows if r.date not in known and r.date <= through]
+        with self.transaction() as tx:
+            tx.executemany(
+                "INSERT OR IGNORE INTO usage (date, model, model_permaslug, endpoint_id, "
+                "provider_name, usage, byok_usage_inference, requests, prompt_tokens, "
+                "completion_tokens, reasoning_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(r.date, r.model, r.model_permaslug, r.endpoint_id, r.provider_name, r.usage,
+                  r.byok_usage_inference, r.requests, r.prompt_tokens, r.completion_tokens,
+                  r.reasoning_tokens) for r in fresh])
+            tx.execute("INSERT INTO meta (key, value) VALUES ('usage_through', ?) ON CONFLICT "
+                       "(key) DO UPDATE SET value = max(value, excluded.value)", (through,))
+        return len(fresh)
+
+    def usage_rows(self, *, since: str | None = None, model: str | None = None
+                   ) -> list[tuple[Any, ...]]:
+        """Stored usage rows (in ``watcher.usage.Row`` field order), by date then model;
+        from day ``since`` on, of ``model`` (its id or permaslug) only."""
+        where, args = [], []
+        if since is not None:
+            where.append("date >= ?")
+            args.append(since)
+        if model is not None:
+            where.append("(model = ? OR model_permaslug = ?)")
+            args += [model, model]
+        sql = ("SELECT date, model, model_permaslug, endpoint_id, provider_name, usage, "
+               "byok_usage_inference, requests, prompt_tokens, completion_tokens, "
+               "reasoning_tokens FROM usage")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [tuple(r) for r in self._read(sql + " ORDER BY date, model, endpoint_id", args,
+                                             what="usage")]
+
     # Retention.
 
     def prune(self, retention: Retention, now: float, *, dry_run: bool = False
@@ -740,6 +804,14 @@ class Store:
             ("events", retention.events, lambda cutoff: self._old_events(cutoff, gone),
              "DELETE FROM events WHERE id = ?"),
         ]
+        if retention.usage is not None:
+            cutoff = iso(now - retention.usage)[:10]
+            ((old,),) = self._read("SELECT COUNT(*) FROM usage WHERE date < ?", (cutoff,))
+            if old and not dry_run:
+                with self.transaction() as tx:
+                    tx.execute("DELETE FROM usage WHERE date < ?", (cutoff,))
+            done.usage = int(old)
+            yield done
         for kind, age, find, delete in plans:
             if age is None:
                 continue
@@ -937,6 +1009,8 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             conn.execute("DROP INDEX versions_unpacked")
         if 1 <= version < 6:  # 5 -> 6: a model's events by (model, watch, id)
             conn.execute("DROP INDEX IF EXISTS events_model")
+        # 7 -> 8 (issue 15): the usage table and its index, created by SCHEMA below; no
+        # existing row changes.
         for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
             if statement.strip():
                 conn.execute(statement)

@@ -181,6 +181,12 @@ class Value:
             raise self.error(f"must be at least {minimum:g}, got {value:g}")
         return value
 
+    def boolean(self) -> bool:
+        """``true`` or ``false`` (YAML 1.1's ``yes``/``on`` too, as PyYAML reads them)."""
+        if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _BOOL_TAG:
+            raise self.error(f"expected true or false, got {self.kind()}")
+        return bool(yaml.safe_load(self.node.value))
+
     def choice(self, options: tuple[str, ...]) -> str:
         value = self.string()
         if value not in options:

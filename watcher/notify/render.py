@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from watcher import escape
+from watcher import escape, impact
 from watcher.clock import days_left
 from watcher.diff import as_decimal
 from watcher.errors import TemplateRefused
@@ -89,6 +89,43 @@ def describe(event: Event, today: date | None = None) -> str:
 
 
 def _describe(event: Event, today: date | None) -> str:
+    lead = usage_lead(event)
+    text = _what_changed(event, today)
+    return f"{lead}: {text}" if lead else text
+
+
+def usage_lead(event: Event) -> str:
+    """What the change means for the account, when its usage is known: ``+$412.00/month at
+    your last 30 days`` for a price change, ``$1,240.00 spent, 3,100 requests in the last 30
+    days`` (or ``unused in the last 30 days``) for a model going away; else empty.  A
+    stored value that is no number shows nothing."""
+    if event.get("type") == "price_changed":
+        if event.get("requests_30d") == 0 and event.get("monthly_impact_usd") == 0:
+            return "unused in the last 30 days"
+        amount = _usd(event.get("monthly_impact_usd"))
+        if amount is None:
+            return ""
+        sign = "+" if amount > 0 else "-" if amount < 0 else ""
+        return f"{sign}{money(abs(amount))}/month at your last 30 days"
+    requests, spend = event.get("requests_30d"), _usd(event.get("spend_30d_usd"))
+    if not isinstance(requests, int) or isinstance(requests, bool) or spend is None:
+        return ""
+    if requests <= 0 and spend <= 0:
+        return "unused in the last 30 days"
+    calls = "1 request" if requests == 1 else f"{_thousands(requests)} requests"
+    return f"{money(spend)} spent, {calls} in the last 30 days"
+
+
+def _usd(value: Any) -> Decimal | None:
+    """A stored USD amount (a JSON number under 1e12), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or abs(value) >= 1e12:
+        return None
+    return Decimal(repr(value)).quantize(Decimal("0.01"))
+
+
+def _what_changed(event: Event, today: date | None) -> str:
     kind = event.get("type")
     old, new = event.get("old"), event.get("new")
     if kind == "price_changed":
@@ -267,15 +304,17 @@ def _sections(events: list[Event], today: date | None) -> list[tuple[str, list[E
     for title, types, one, many in SECTIONS:
         per_model: dict[str, list[str]] = {}
         firsts: dict[str, Event] = {}
+        of_model: dict[str, list[Event]] = {}
         for event in sorted(events, key=_reading_order):
             kind = event.get("type")
             if kind in types or (title == "Other changes" and kind not in _SECTION_TYPES):
                 model = str(event.get("model"))
                 per_model.setdefault(model, []).append(describe(event, today))
                 firsts.setdefault(model, event)
+                of_model.setdefault(model, []).append(event)
         if per_model:
             entries = []
-            for model, texts in per_model.items():
+            for model, texts in _by_impact(per_model, of_model):
                 # dict.fromkeys: "expiration set" and its reminder read the same; say it once.
                 text = "; ".join(dict.fromkeys(texts))
                 text = text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
@@ -291,6 +330,15 @@ def _sections(events: list[Event], today: date | None) -> list[tuple[str, list[E
                     for e in events if e.get("type") in types) else noun
             out.append((title, entries, f"{len(entries)} {noun}"))
     return out
+
+
+def _by_impact(per_model: dict[str, list[str]], of_model: dict[str, list[Event]]
+               ) -> list[tuple[str, list[str]]]:
+    """The lines of a section, the largest absolute impact (or 30-day spend) first, those
+    without usage last; the sort is stable, so equal or unknown ones keep the id order."""
+    weights = {model: impact.order_key(of_model[model]) for model in per_model}
+    return sorted(per_model.items(), key=lambda item: (
+        weights[item[0]] is None, -(weights[item[0]] or 0.0)))
 
 
 def digest_title(events: list[Event], today: date | None = None) -> str:

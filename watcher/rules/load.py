@@ -14,7 +14,8 @@ from watcher.notify.templates import compile_template
 from watcher.rules.model import Rule
 
 RULE_KEYS = {"name", "on", "models", "exclude_models", "fields", "watches",
-             "min_change_pct", "direction", "notify", "settle", "title", "body"}
+             "min_change_pct", "direction", "notify", "settle", "title", "body",
+             "used", "min_monthly_impact", "min_spend_30d"}
 _GLOB_CHARS = re.compile(r"^[\w.\-/:*?\[\]!@+]+$")
 
 
@@ -72,6 +73,10 @@ def _rule(value: yamldoc.Value, targets: set[str], watches: set[str]) -> Rule:
         watches=tuple(rule_watches),
         min_change_pct=min_pct,
         direction=keys["direction"].choice(("up", "down", "any")) if "direction" in keys else "any",
+        used=keys["used"].boolean() if "used" in keys else None,
+        min_monthly_impact=(keys["min_monthly_impact"].number(minimum=0)
+                            if "min_monthly_impact" in keys else None),
+        min_spend_30d=keys["min_spend_30d"].number(minimum=0) if "min_spend_30d" in keys else None,
         settle=yamldoc.duration(keys["settle"], minimum=1) if "settle" in keys else None,
         title=compile_template(keys["title"]) if "title" in keys else None,
         body=compile_template(keys["body"]) if "body" in keys else None,

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
+from watcher.impact import SPEND_TYPES
 from watcher.rules.model import Rule
 
 
@@ -23,7 +24,7 @@ def matches(rule: Rule, event: Mapping[str, Any]) -> bool:
     field = event.get("field")
     if rule.fields and field is not None and not any(fnmatchcase(field, g) for g in rule.fields):
         return False
-    return _passes_change(rule, event)
+    return _passes_change(rule, event) and _passes_usage(rule, event)
 
 
 MEASURED_TYPES = frozenset({"price_changed", "context_length_changed"})
@@ -44,6 +45,33 @@ def _passes_change(rule: Rule, event: Mapping[str, Any]) -> bool:
     if rule.direction == "down" and pct >= 0:
         return False
     return rule.min_change_pct is None or abs(pct) >= rule.min_change_pct
+
+
+def _passes_usage(rule: Rule, event: Mapping[str, Any]) -> bool:
+    """``used``, ``min_spend_30d`` and ``min_monthly_impact`` (see watcher.impact).
+
+    Unknown usage passes: an event without the field (no ``usage:`` section, nothing
+    fetched yet, the key refused) or with a null impact (tiered or image pricing) is sent
+    as if the rule had no usage keys, so that missing usage never drops an alert.  Event
+    types that never carry usage pass through, as other events pass ``min_change_pct``.
+    """
+    if event.get("type") not in SPEND_TYPES:
+        return True
+    requests, spend = _known(event.get("requests_30d")), _known(event.get("spend_30d_usd"))
+    if rule.used is not None and requests is not None and (requests > 0) != rule.used:
+        return False
+    if rule.min_spend_30d is not None and spend is not None and spend < rule.min_spend_30d:
+        return False
+    impact = _known(event.get("monthly_impact_usd"))
+    return (rule.min_monthly_impact is None or event.get("type") != "price_changed"
+            or impact is None or abs(impact) >= rule.min_monthly_impact)
+
+
+def _known(value: Any) -> float | None:
+    """A usage figure as stored, or None when it is unknown (absent, null, not a number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:  # noqa: PLR0124 - nan
+        return float(value)
+    return None
 
 
 def _from_zero(event: Mapping[str, Any]) -> bool:

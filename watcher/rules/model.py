@@ -21,6 +21,9 @@ class Rule:
     watches: tuple[str, ...] = ()
     min_change_pct: float | None = None
     direction: str = "any"
+    used: bool | None = None                  # any requests in the usage window (None: either)
+    min_monthly_impact: float | None = None   # USD, on the absolute monthly_impact_usd
+    min_spend_30d: float | None = None        # USD, spend_30d_usd
     settle: float | None = None  # seconds a change must hold before it is sent
     title: Template | None = None
     body: Template | None = None
