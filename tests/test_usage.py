@@ -413,3 +413,78 @@ def test_management_key_once_carries_impact_to_the_webhook(
         assert event["requests_30d"] == 6000
     finally:
         hook.stop()
+
+
+# Where people look (the cheap parts of item 4): `show MODEL` and /api/usage.
+
+def test_show_and_api_usage_give_the_stored_usage(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from watcher.web import routes
+
+    asyncio.run(events_of(tmp_path, fake_openrouter, (10, 11), monkeypatch))
+    path = tmp_path / "config.yaml"
+    env = {"OPENROUTER_PROVISIONING_KEY": MANAGEMENT_KEY}
+    shown = cli("show", "z-ai/glm-4.7", "--config", str(path), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert ("usage 2025-12-05 .. 2026-01-03: $38.40 spent, 6,000 requests, 45,000,000 prompt / "
+            "15,000,000 completion / 3,000,000 reasoning tokens") in shown.stdout
+    as_json = cli("show", "z-ai/glm-4.7", "--format", "json", "--config", str(path), env=env)
+    assert orjson.loads(as_json.stdout.splitlines()[0])["usage_30d"]["requests"] == 6000
+
+    async def ask() -> None:
+        settings = config.load(path)
+        store = Store.open(settings.state_dir)
+        app = web.Application()
+        routes.register(app, store=store, settings=settings)
+        async with TestClient(TestServer(app)) as client:
+            doc = await (await client.get("/api/usage")).json()
+            assert doc["through"] == "2026-01-03"
+            assert doc["since"] == "2025-12-05"
+            assert len(doc["rows"]) == len(store.usage_rows())
+            assert doc["rows"][0]["model"]
+            assert set(doc["rows"][0]) == set(usage.ROW_FIELDS)
+            one = await (await client.get("/api/usage?model=deepseek/deepseek-v3.2")).json()
+            assert {r["model"] for r in one["rows"]} == {"deepseek/deepseek-v3.2"}
+            assert len(one["rows"]) == 30
+            bad = await client.get("/api/usage?since=yesterday")
+            assert bad.status == 400
+        store.close()
+
+    asyncio.run(ask())
+
+
+def test_retention_prunes_usage_days_by_date(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    asyncio.run(events_of(tmp_path, fake_openrouter, (10, 11), monkeypatch))
+    settings = config.load(tmp_path / "config.yaml")
+    assert settings.retention.usage == 400 * 86400
+    with Store.open(settings.state_dir) as store:
+        before = store.usage_rows()
+        # 400 days after 2025-12-20: the days before 2025-12-20 go, the others stay.
+        now = datetime(2025, 12, 20, 12, tzinfo=UTC).timestamp() + 400 * 86400
+        dry = list(store.prune(settings.retention, now, dry_run=True))[-1]
+        assert len(store.usage_rows()) == len(before)
+        *_, done = store.prune(settings.retention, now)
+        after = store.usage_rows()
+    assert dry.usage == done.usage == len([r for r in before if r[0] < "2025-12-20"]) > 0
+    assert after == [r for r in before if r[0] >= "2025-12-20"]
+
+
+def test_check_warns_about_usage_keys_that_change_nothing(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watcher import preflight
+
+    rules = ("rules:\n  - {name: a, on: [price_changed], used: true, notify: [console]}\n"
+             "  - {name: b, on: [model_added], min_spend_30d: 5, notify: [console]}\n"
+             "  - {name: c, on: [model_removed], min_monthly_impact: 5, notify: [console]}\n")
+    monkeypatch.setenv("OPENROUTER_PROVISIONING_KEY", MANAGEMENT_KEY)
+    found = preflight.warnings(config.load(write(tmp_path, fake_openrouter, rules)))
+    assert not [w for w in found if "rule 'a'" in w]
+    assert [w for w in found if "rule 'b'" in w and "min_spend_30d changes nothing" in w]
+    assert [w for w in found if "rule 'c'" in w and "min_monthly_impact changes nothing" in w]
+    without = preflight.warnings(config.load(write(tmp_path, fake_openrouter, rules,
+                                                   usage_section=False)))
+    assert [w for w in without if "rule 'a'" in w and "without a usage: section" in w]

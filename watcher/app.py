@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -270,7 +270,7 @@ class App:
         if self._usage is None or self._usage[0] != today:
             try:
                 through = self.store.usage_through()
-                rows = self.store.usage_rows(since=_window_start(through)) if through else []
+                rows = self.store.usage_rows(since=usage.window_start(through)) if through else []
             except StateError as exc:
                 self.log.error("usage.unreadable", reason=str(exc))  # noqa: TRY400
                 return None
@@ -582,12 +582,6 @@ class App:
             now = loop.time()
             if next_tick < now:
                 next_tick = now + poll_jitter(watch.interval)
-
-
-def _window_start(through: str) -> str:
-    """The first day of the usage window that ends on day ``through``."""
-    end = datetime.fromisoformat(through).date()
-    return (end - timedelta(days=usage.WINDOW_DAYS - 1)).isoformat()
 
 
 def pairs(settings: Settings) -> dict[str, Watch]:

@@ -32,7 +32,7 @@ the events carry no impact fields), and the fetch runs in its own task.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -66,6 +66,20 @@ class Row:
     prompt_tokens: int
     completion_tokens: int
     reasoning_tokens: int
+
+
+ROW_FIELDS = tuple(f.name for f in fields(Row))
+
+
+def is_day(text: str) -> bool:
+    """``YYYY-MM-DD``, a real date."""
+    return len(text) == 10 and _day(text) is not None
+
+
+def window_start(through: str) -> str:
+    """The first day of the WINDOW_DAYS that end on day ``through``."""
+    end = date.fromisoformat(through)
+    return (end - timedelta(days=WINDOW_DAYS - 1)).isoformat()
 
 
 def parse(body: bytes) -> list[Row]:

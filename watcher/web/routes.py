@@ -70,8 +70,8 @@ STATE = web.AppKey("watcher.web", WebState)
 def register(app: web.Application, *, store: Store, settings: Settings | Callable[[], Settings],
              account: Account | None = None, prefix: str = "",
              clock: Callable[[], datetime] | None = None) -> None:
-    """Add ``/``, ``/models/{id}``, ``/feed.atom``, ``/api/events``, ``/api/models/{id}`` and
-    ``/api/account`` (under ``prefix``) to ``app``.
+    """Add ``/``, ``/models/{id}``, ``/feed.atom``, ``/api/events``, ``/api/models/{id}``,
+    ``/api/account`` and ``/api/usage`` (under ``prefix``) to ``app``.
 
     ``settings`` may be a callable, so pages follow a reloaded config; ``account`` returns
     the ids each account watch cannot use (``watcher.app.unavailable_to_account``).  Call
@@ -90,6 +90,7 @@ def register(app: web.Application, *, store: Store, settings: Settings | Callabl
     app.router.add_get(f"{base}/api/events", api_events)
     app.router.add_get(f"{base}/api/models/{{id:.+}}", api_model)
     app.router.add_get(f"{base}/api/account", api_account)
+    app.router.add_get(f"{base}/api/usage", api_usage)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -193,6 +194,24 @@ async def api_model(request: web.Request) -> web.Response:
 async def api_account(request: web.Request) -> web.Response:
     """Per account watch, the ids OpenRouter lists that the account cannot use."""
     return _json(request.app[STATE].account_view())
+
+
+async def api_usage(request: web.Request) -> web.Response:
+    """The stored usage rows (GET /api/v1/activity's days): those of the 30 days up to the
+    newest fetched day, or from ``?since=YYYY-MM-DD``; ``?model=`` one model's only."""
+    from watcher import usage  # noqa: PLC0415 - the pages need it only here
+
+    state = request.app[STATE]
+    through = state.store.usage_through()
+    since = request.query.get("since")
+    if since is not None and not usage.is_day(since):
+        return _error(400, "since: expected a date such as 2026-01-04")
+    if since is None and through is not None:
+        since = usage.window_start(through)
+    rows = state.store.usage_rows(since=since, model=request.query.get("model")) if through else []
+    names = usage.ROW_FIELDS
+    return _json({"through": through, "since": since,
+                  "rows": [dict(zip(names, row, strict=True)) for row in rows]})
 
 
 async def _stories(state: WebState, model_id: str, watch: str | None) -> list[dict[str, Any]]:
