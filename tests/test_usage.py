@@ -488,3 +488,67 @@ def test_check_warns_about_usage_keys_that_change_nothing(
     without = preflight.warnings(config.load(write(tmp_path, fake_openrouter, rules,
                                                    usage_section=False)))
     assert [w for w in without if "rule 'a'" in w and "without a usage: section" in w]
+
+
+def test_daemon_refused_key_notice_then_reload_brings_impact(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
+    """A real daemon: the key is refused (one notice, alerts flow without usage); OpenRouter
+    then accepts it, a SIGHUP tries again at once, and the next alerts carry the impact.
+    The provisioning key is a canary: never in the logs, the output or the state."""
+    import signal
+
+    from tests.daemon import Daemon, wait_for
+
+    hook = WebhookSink().start()
+    ops = WebhookSink().start()
+    fake = fake_openrouter.activity
+    fake.today = usage.last_complete_day(datetime.now(UTC)) + timedelta(1)
+    (tmp_path / "provisioning-key").write_text(MANAGEMENT_KEY + "\n")
+    rules = "rules:\n  - {name: all, on: [price_changed], used: true, notify: [hook]}\n"
+    path = write(tmp_path, fake_openrouter, rules,
+                 targets=f'  hook: "{hook.url()}"\n  ops: "{ops.url(path="ops")}"\n')
+    text = path.read_text().replace("api_key_env: OPENROUTER_PROVISIONING_KEY",
+                                    "api_key_file: provisioning-key")
+    path.write_text(text.replace("interval: 1m", "interval: 1s") + "operator: {notify: [ops]}\n")
+    fake_openrouter.set_script([10, 11])
+    daemon = Daemon(path, log_level="debug").start()
+    try:
+        wait_for(lambda: hook.delivered and ops.delivered, timeout=60,
+                 what="an alert and the operator notice")
+        (notice,) = [r.message for r in ops.delivered]
+        assert "provisioning (management) key" in notice["operator"]
+        first = [e for r in hook.delivered for e in r.message["events"]]
+        assert not any("requests_30d" in e for e in first)
+
+        fake.management_keys = {MANAGEMENT_KEY}
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "usage.fetched" in daemon.logs(), timeout=30, what="usage.fetched")
+        wait_for(lambda: len(ops.delivered) == 2, timeout=30, what="the recovered notice")
+        assert "recovered" in ops.delivered[1].message["title"]
+        seen = len(hook.delivered)
+        fake_openrouter.set_script([12])  # 011 -> 012: deepseek-v3.2 prompt and completion
+        wait_for(lambda: len(hook.delivered) > seen, timeout=60, what="the alert with impact")
+        later = [e for r in hook.delivered[seen:] for e in r.message["events"]]
+        deepseek = [e for e in later if e["model"] == "deepseek/deepseek-v3.2"]
+        # prompt 0.000000112 -> 0.00000025 x 60M = +$8.28; completion 0.00000016 ->
+        # 0.00000038 x 30M = +$6.60
+        assert sorted(e["monthly_impact_usd"] for e in deepseek) == [6.60, 8.28]
+        assert all(e["requests_30d"] == fakes.DEEPSEEK_REQUESTS_30D for e in later)
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+        hook.stop()
+        ops.stop()
+    assert len(fake.requests) == 2  # at the start, and once after the reload
+    outputs = [daemon.logs(), daemon.output(),
+               orjson.dumps([r.payload for r in hook.requests + ops.requests]).decode()]
+    for args in (["history", "--format", "json"], ["status"], ["show", "z-ai/glm-4.7"],
+                 ["check"]):
+        proc = cli(*args, "--config", str(path))
+        outputs.append(proc.stdout + proc.stderr)
+    for out in outputs:
+        assert MANAGEMENT_KEY not in out
+        assert MANAGEMENT_KEY[4:-4] not in out
+    for db_file in (tmp_path / "state").iterdir():
+        assert MANAGEMENT_KEY.encode() not in db_file.read_bytes()

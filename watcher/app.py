@@ -99,6 +99,7 @@ class App:
         self.status.configure(settings.watches, pairs(settings))
         self._delivery: asyncio.Task[None] | None = None
         self._usage: tuple[str, impact.Summary | None] | None = None  # (UTC day, summary)
+        self._usage_wake = asyncio.Event()  # a reload: try a refused key again now
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:
         if watch not in self._baselines:
@@ -324,12 +325,12 @@ class App:
         ``self.settings`` each time: a reload that adds or drops ``usage:`` applies."""
         failures = 0
         refused_on: date | None = None  # the day whose fetch the key was refused for
-        source = self.settings.usage
         while not stop.is_set():
             outcome = "ok"
             day = usage.last_complete_day(self.clock())
-            if self.settings.usage != source:  # reloaded: a new key is tried at once
-                source, refused_on = self.settings.usage, None
+            if self._usage_wake.is_set():  # reloaded: a new (or newly allowed) key, try now
+                self._usage_wake.clear()
+                refused_on = None
             if self.settings.usage is not None and refused_on != day:
                 try:
                     through = self.store.usage_through()
@@ -343,9 +344,10 @@ class App:
             wait = (usage.next_fetch(now) - now).total_seconds()
             if failures:
                 wait = min(wait, backoff(USAGE_RETRY, USAGE_RETRY_MAX, failures - 1))
-            # Woken at least every USAGE_IDLE: a reload that adds usage: is seen soon.
-            await _sleep_until(stop, asyncio.get_running_loop().time()
-                               + max(1.0, min(wait, USAGE_IDLE)))
+            # Woken at least every USAGE_IDLE (the clock may have been stepped), and by a reload.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first_of(stop, self._usage_wake),
+                                       timeout=max(1.0, min(wait, USAGE_IDLE)))
 
     async def _fetch_public(self, public: Watch | None) -> frozenset[str] | None:
         """The ids of the public list an account watch pairs with (None: no pair)."""
@@ -536,6 +538,7 @@ class App:
                 if watch.name in self._polls:
                     self._polls.pop(watch.name).cancel()
                 self._start_poll(watch, stop)
+        self._usage_wake.set()
         self.log.info("config.reloaded", watches=len(settings.watches), rules=len(settings.rules),
                       targets=len(settings.targets))
         return True
