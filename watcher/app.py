@@ -482,7 +482,8 @@ class App:
         if pruned.total() or pruned.versions_packed:
             self.log.info("state.pruned", unchanged_checks=pruned.unchanged_checks,
                           messages=pruned.messages, dead_letters=pruned.dead_letters,
-                          events=pruned.events, versions_packed=pruned.versions_packed)
+                          events=pruned.events, usage=pruned.usage,
+                          versions_packed=pruned.versions_packed)
         return pruned
 
     async def _prune_daily(self, stop: asyncio.Event) -> None:

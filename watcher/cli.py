@@ -799,7 +799,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             log.get().debug("state.prune_batch", removed=pruned.total())
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {pruned.unchanged_checks} unchanged checks, {pruned.messages} messages, "
-          f"{pruned.dead_letters} dead letters, {pruned.events} events; "
+          f"{pruned.dead_letters} dead letters, {pruned.events} events, "
+          f"{pruned.usage} usage rows; "
           f"{'would compress' if args.dry_run else 'compressed'} {pruned.versions_packed} "
           "model versions")
     return EXIT_OK
