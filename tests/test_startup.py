@@ -75,6 +75,7 @@ DEVSTRAL = "mistralai/devstral-2512:free"  # its expiration date was set in step
     (("history",), DEVSTRAL),
     (("history", "--format", "json"), DEVSTRAL),
     (("history", "--format", "csv", "--since", "7d"), DEVSTRAL),
+    (("show", DEVSTRAL), DEVSTRAL),  # reads the usage too (watcher.usage, without aiohttp)
 ])
 def test_reading_the_state_loads_none_of_the_heavy_libraries(recorded: Path, args: tuple[str, ...],
                                                               shown: str) -> None:

@@ -34,15 +34,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
-from watcher import fetch as http
 from watcher.config import RetryPolicy, Usage, Watch
 from watcher.errors import SnapshotError
 from watcher.impact import ModelUsage, Summary
+
+if TYPE_CHECKING:  # the readers (`show`, the pages) summarise without loading aiohttp
+    import aiohttp
 
 WINDOW_DAYS = 30
 FETCH_AFTER = timedelta(minutes=30)   # after the UTC day boundary: the day is complete
@@ -179,6 +180,8 @@ def source_watch(usage: Usage) -> Watch:
 async def fetch(session: aiohttp.ClientSession, usage: Usage, *,
                 policy: RetryPolicy | None = None) -> list[Row]:
     """Every row the activity has now (FetchError, AuthError or SnapshotError if not)."""
+    from watcher import fetch as http  # noqa: PLC0415 - see the TYPE_CHECKING import
+
     (body,) = await http.fetch(session, source_watch(usage), policy=policy)
     return parse(body)
 
