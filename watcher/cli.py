@@ -650,12 +650,13 @@ def _cell(value: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from watcher.timeline import timeline
+    from watcher.usage import usage_30d
 
     settings = _settings(args)
     with Store.open(settings.state_dir, readonly=True) as store:
         watches = [args.watch] if args.watch else store.watches()
         stories = [timeline(args.model, store.model_states(w, args.model), watch=w) for w in watches]
-        spent = _usage_30d(store, args.model)
+        spent = usage_30d(store, args.model)
     stories = [{**s, "usage_30d": spent} for s in stories if s["first_seen"] is not None]
     if not stories:
         print(f"openrouter-watcher: no stored snapshot has a model {args.model!r}",
@@ -668,23 +669,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     for story in stories:
         _print_story(story)
     return EXIT_OK
-
-
-def _usage_30d(store: Store, model: str) -> dict[str, Any] | None:
-    """The model's usage over the 30 days up to the newest fetched day (None: never fetched)."""
-    from watcher import usage  # only `show` needs it: the other commands start faster
-
-    through = store.usage_through()
-    if through is None:
-        return None
-    summary = usage.summarise(store.usage_rows(since=usage.window_start(through), model=model),
-                              through)
-    used = summary.of(model) if summary else None
-    return None if used is None else {
-        "first_day": usage.window_start(through), "last_day": through,
-        "spend_usd": round(used.spend_usd, 2), "requests": used.requests,
-        "prompt_tokens": used.prompt_tokens, "completion_tokens": used.completion_tokens,
-        "reasoning_tokens": used.reasoning_tokens}
 
 
 def _print_story(story: dict[str, Any]) -> None:

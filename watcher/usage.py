@@ -45,6 +45,8 @@ from watcher.impact import ModelUsage, Summary
 if TYPE_CHECKING:  # the readers (`show`, the pages) summarise without loading aiohttp
     import aiohttp
 
+    from watcher.store import Store
+
 WINDOW_DAYS = 30
 FETCH_AFTER = timedelta(minutes=30)   # after the UTC day boundary: the day is complete
 MAX_ROWS = 200_000                    # 30 days x endpoints; a hostile answer stays bounded
@@ -210,3 +212,19 @@ def summarise(rows: list[Row] | list[tuple[Any, ...]], last_day: str | None = No
         model: ModelUsage(spend_usd=t[0], requests=int(t[1]), prompt_tokens=int(t[2]),
                           completion_tokens=int(t[3]), reasoning_tokens=int(t[4]))
         for model, t in totals.items()})
+
+
+def usage_30d(store: Store, model: str) -> dict[str, Any] | None:
+    """``model``'s usage over the 30 days up to the newest fetched day, as ``show MODEL
+    --format json`` and ``/api/models/{id}`` give it (``usage_30d``); None before the first
+    fetch."""
+    through = store.usage_through()
+    if through is None:
+        return None
+    first = window_start(through)
+    summary = summarise(store.usage_rows(since=first, model=model), through)
+    used = summary.of(model) if summary else ModelUsage()
+    return {"first_day": first, "last_day": through, "spend_usd": round(used.spend_usd, 2),
+            "requests": used.requests, "prompt_tokens": used.prompt_tokens,
+            "completion_tokens": used.completion_tokens,
+            "reasoning_tokens": used.reasoning_tokens}

@@ -221,9 +221,13 @@ async def _stories(state: WebState, model_id: str, watch: str | None) -> list[di
 
 
 def _read_stories(path: Path, model_id: str, watches: list[str]) -> list[dict[str, Any]]:
+    from watcher.usage import usage_30d  # noqa: PLC0415 - the pages need it only here
+
     with Store.open_reader(path) as reader:
         stories = [timeline(model_id, reader.model_states(w, model_id), watch=w) for w in watches]
-    return [s for s in stories if s["first_seen"] is not None]
+        spent = usage_30d(reader, model_id)
+    # As `show MODEL --format json` prints them.
+    return [{**s, "usage_30d": spent} for s in stories if s["first_seen"] is not None]
 
 
 def _query(filters: Filters, default_limit: int) -> str:
