@@ -805,13 +805,16 @@ class Store:
              "DELETE FROM events WHERE id = ?"),
         ]
         if retention.usage is not None:
+            # A day per transaction: a day is the account's endpoints of that day (dozens of
+            # rows), so each stays small even when a shorter retention drops a year at once.
             cutoff = iso(now - retention.usage)[:10]
-            ((old,),) = self._read("SELECT COUNT(*) FROM usage WHERE date < ?", (cutoff,))
-            if old and not dry_run:
-                with self.transaction() as tx:
-                    tx.execute("DELETE FROM usage WHERE date < ?", (cutoff,))
-            done.usage = int(old)
-            yield done
+            for day, rows in self._read("SELECT date, COUNT(*) FROM usage WHERE date < ? "
+                                        "GROUP BY date ORDER BY date", (cutoff,), what="usage"):
+                if not dry_run:
+                    with self.transaction() as tx:
+                        tx.execute("DELETE FROM usage WHERE date = ?", (day,))
+                done.usage += int(rows)
+                yield done
         for kind, age, find, delete in plans:
             if age is None:
                 continue
