@@ -72,7 +72,7 @@ async def events_of(tmp_path: Path, server: FakeOpenRouter, steps: tuple[int, in
         async with fetch.new_session() as session:
             app = App(settings, store, session, clock=clock, retry=FAST)
             try:
-                await app.refresh_usage_if_due()
+                await app.usage.refresh_if_due()
                 server.set_script([steps[0]])
                 await app.cycle(settings.watches[0])
                 server.set_script([steps[1]])
@@ -272,21 +272,21 @@ def test_usage_is_stored_once_per_day_and_days_are_final(
         with Store.open(settings.state_dir) as store:
             async with fetch.new_session() as session:
                 app = App(settings, store, session, clock=clock, retry=FAST)
-                await app.refresh_usage_if_due()
+                await app.usage.refresh_if_due()
                 rows = store.usage_rows()
                 assert {r[0] for r in rows} == {(START.date() - timedelta(days=n)).isoformat()
                                                 for n in range(1, 31)}
                 assert store.usage_through() == "2026-01-03"
-                await app.refresh_usage_if_due()  # nothing missing: no request
+                await app.usage.refresh_if_due()  # nothing missing: no request
                 assert len(fake.requests) == 1
                 assert fake.requests[0]["authorization"] == f"Bearer {MANAGEMENT_KEY}"
                 # The next day, 20 minutes after midnight: not complete yet; at 00:30 it is.
                 clock.now = datetime(2026, 1, 5, 0, 20, tzinfo=UTC)
-                await app.refresh_usage_if_due()
+                await app.usage.refresh_if_due()
                 assert len(fake.requests) == 1
                 clock.now = datetime(2026, 1, 5, 0, 31, tzinfo=UTC)
                 fake.today = date(2026, 1, 5)
-                await app.refresh_usage_if_due()
+                await app.usage.refresh_if_due()
                 assert len(fake.requests) == 2
                 assert store.usage_through() == "2026-01-04"
                 after = store.usage_rows()

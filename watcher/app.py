@@ -19,19 +19,19 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from watcher import fetch, impact, log, preflight, snapshot, usage
-from watcher.backoff import backoff, poll_jitter
+from watcher import fetch, impact, log, preflight, snapshot
+from watcher.backoff import poll_jitter
 from watcher.clock import iso, utcnow
 from watcher.config import RetryPolicy, Settings, Watch, public_watch
 from watcher.config import load as load_config
 from watcher.diff import diff
-from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError, WatcherError
+from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
 from watcher.events import Event, account_view, change_key, events_from_changes, expiring_soon
 from watcher.guard import suspicion
 from watcher.metrics import Metrics
@@ -39,6 +39,7 @@ from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_sen
 from watcher.rules.match import route
 from watcher.status import Status
 from watcher.store import Alert, Pruned, Store
+from watcher.usage_feed import UsageFeed
 
 Clock = Callable[[], datetime]
 # A task run alongside the polls (the sd_notify supervisor, ...): given ``stop``, it ends
@@ -47,9 +48,6 @@ Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 SAME_CHANGE_MIN_WINDOW = 86400.0
 PRUNE_FIRST_AFTER = 600.0   # seconds after the start
 PRUNE_EVERY = 86400.0
-USAGE_RETRY = 300.0      # a failed usage fetch is tried again after 5 min, doubling ...
-USAGE_RETRY_MAX = 6 * 3600.0  # ... up to 6 h (and never later than the next day's fetch)
-USAGE_IDLE = 600.0
 
 
 @dataclass
@@ -98,8 +96,9 @@ class App:
         self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
         self.status.configure(settings.watches, pairs(settings))
         self._delivery: asyncio.Task[None] | None = None
-        self._usage: tuple[str, impact.Summary | None] | None = None  # (UTC day, summary)
-        self._usage_wake = asyncio.Event()  # a reload: try a refused key again now
+        # The usage of the last 30 days (issue 15): fetched daily by its own task.
+        self.usage = UsageFeed(lambda: self.settings, store, session, operator=self.operator,
+                               clock=self.clock, retry=retry)
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:
         if watch not in self._baselines:
@@ -175,7 +174,7 @@ class App:
                                       sent=self.store.sent_reminders(watch.name), detected_at=at)
             events += [event for event, _ in reminders]
             # Usage impact (issue 15): one pure step between the events and the rules.
-            events = impact.annotate(events, self.usage_summary(),
+            events = impact.annotate(events, self.usage.summary(),
                                      tiered=impact.tiered_models(current.models))
             alerts = self.alerts(watch, events)
         except StateError:
@@ -258,96 +257,6 @@ class App:
         scope = host_of(watch)
         longest = max(w.interval for w in self.settings.watches if host_of(w) == scope)
         return max(SAME_CHANGE_MIN_WINDOW, 3 * longest)
-
-    # Usage (watcher.usage): fetched daily in its own task; the cycle only reads it.
-
-    def usage_summary(self) -> impact.Summary | None:
-        """The stored usage of the last 30 days, read once per UTC day (and after a fetch);
-        None without a ``usage:`` section or before the first fetch.  An unreadable usage
-        table is logged and gives None: usage never stops an alert."""
-        if self.settings.usage is None:
-            return None
-        today = self.clock().date().isoformat()
-        if self._usage is None or self._usage[0] != today:
-            try:
-                through = self.store.usage_through()
-                rows = self.store.usage_rows(since=usage.window_start(through)) if through else []
-            except StateError as exc:
-                self.log.error("usage.unreadable", reason=str(exc))  # noqa: TRY400
-                return None
-            self._usage = (today, usage.summarise(rows, through) if through else None)
-        return self._usage[1]
-
-    async def refresh_usage(self) -> str:
-        """Fetch the activity and store its new days: ``ok``, ``refused`` (the key: an
-        operator notice, tried again the next day) or ``failed`` (logged, retried sooner)."""
-        source = self.settings.usage
-        if source is None:
-            return "ok"
-        try:
-            rows = await usage.fetch(self.session, source, policy=self.retry)
-        except AuthError as exc:
-            self.operator.problem(
-                usage.NOTICE_SUBJECT, "auth",
-                f"{exc}. GET /api/v1/activity needs a provisioning (management) key "
-                "(openrouter.ai/settings/provisioning-keys), not an inference API key. Alerts "
-                "go out without the usage impact until then.")
-            return "refused"
-        except (FetchError, SnapshotError) as exc:
-            self.log.warning("usage.fetch_failed", reason=log.redactor.text(str(exc)))
-            return "failed"
-        self.operator.resolved(usage.NOTICE_SUBJECT, "auth", "the activity can be read again")
-        through = usage.last_complete_day(self.clock()).isoformat()
-        try:
-            stored = self.store.store_usage(rows, through)
-        except StateError as exc:
-            self.log.error("usage.unwritable", reason=str(exc))  # noqa: TRY400
-            return "failed"
-        self._usage = None
-        self.log.info("usage.fetched", rows=len(rows), stored=stored, through=through)
-        return "ok"
-
-    async def refresh_usage_if_due(self) -> None:
-        """Fetch the activity when the stored usage lacks a day it has (at start, ``once``)."""
-        if self.settings.usage is None:
-            return
-        try:
-            through = self.store.usage_through()
-        except StateError as exc:
-            self.log.error("usage.unreadable", reason=str(exc))  # noqa: TRY400
-            return
-        if usage.due(self.clock(), through):
-            await self.refresh_usage()
-
-    async def _usage_daily(self, stop: asyncio.Event) -> None:
-        """At start if a day is missing, then ~30 min after each UTC midnight; a failure is
-        tried again with a growing delay, never later than the next day's fetch.  Reads
-        ``self.settings`` each time: a reload that adds or drops ``usage:`` applies."""
-        failures = 0
-        refused_on: date | None = None  # the day whose fetch the key was refused for
-        while not stop.is_set():
-            outcome = "ok"
-            day = usage.last_complete_day(self.clock())
-            if self._usage_wake.is_set():  # reloaded: a new (or newly allowed) key, try now
-                self._usage_wake.clear()
-                refused_on = None
-            if self.settings.usage is not None and refused_on != day:
-                try:
-                    through = self.store.usage_through()
-                except WatcherError:
-                    through = None
-                if usage.due(self.clock(), through):
-                    outcome = await self.refresh_usage()
-            refused_on = day if outcome == "refused" else None if outcome == "ok" else refused_on
-            failures = failures + 1 if outcome == "failed" else 0
-            now = self.clock()
-            wait = (usage.next_fetch(now) - now).total_seconds()
-            if failures:
-                wait = min(wait, backoff(USAGE_RETRY, USAGE_RETRY_MAX, failures - 1))
-            # Woken at least every USAGE_IDLE (the clock may have been stepped), and by a reload.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first_of(stop, self._usage_wake),
-                                       timeout=max(1.0, min(wait, USAGE_IDLE)))
 
     async def _fetch_public(self, public: Watch | None) -> frozenset[str] | None:
         """The ids of the public list an account watch pairs with (None: no pair)."""
@@ -442,7 +351,7 @@ class App:
             self._start_poll(watch, stop)
         delivery = self._delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
         pruning = asyncio.create_task(self._prune_daily(stop), name="prune")
-        usage_task = asyncio.create_task(self._usage_daily(stop), name="usage")
+        usage_task = asyncio.create_task(self.usage.run(stop), name="usage")
         helpers = [asyncio.create_task(extra(stop), name=f"extra:{i}")
                    for i, extra in enumerate(extras)]
         self.log.info("daemon.started", watches=len(self._polls),
@@ -539,7 +448,7 @@ class App:
                 if watch.name in self._polls:
                     self._polls.pop(watch.name).cancel()
                 self._start_poll(watch, stop)
-        self._usage_wake.set()
+        self.usage.wake()
         self.log.info("config.reloaded", watches=len(settings.watches), rules=len(settings.rules),
                       targets=len(settings.targets))
         return True
@@ -630,7 +539,7 @@ async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | Non
         app = App(settings, store, session, retry=retry, console=console)
         try:
             if not dry_run:  # one bounded request, and only when a day is missing
-                await app.refresh_usage_if_due()
+                await app.usage.refresh_if_due()
             results = list(await asyncio.gather(*(app.guarded_cycle(w, dry_run=dry_run)
                                                   for w in settings.watches)))
             if not dry_run:
