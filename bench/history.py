@@ -212,8 +212,8 @@ def build(state_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         events = events_from_changes(diff(current, new), old=current, new=new, watch=WATCH,
                                      detected_at=at)
-        alerts = [Alert(event=i, rule="prices", target=TARGET, scope=SCOPE,
-                        change_key=change_key(SCOPE, e)) for i, e in enumerate(events)]
+        alerts = [Alert(event=e, rule="prices", target=TARGET, scope=SCOPE,
+                        change_key=change_key(SCOPE, e)) for e in events]
         store.commit_cycle(WATCH, at, new, "changed", events, alerts, now=now,
                            same_change_window=3 * step)
         # The deliverer: the due rows as messages, each sent, then marked so.

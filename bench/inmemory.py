@@ -1,8 +1,9 @@
 """Time the in-memory cycle against the parse floor and the naive DeepDiff baselines.
 
-:func:`cycle` is ``App.cycle`` after the fetch, step for step: parse and validate, the
-guard, compare with the baseline, diff, events, expiring_soon reminders, rules -> alerts,
-and (when given a store) the one transaction that records it.  Every figure is a median of several runs of
+:func:`cycle` is ``App.cycle`` after the fetch: parse and validate, then
+:func:`watcher.cycle.plan` (the guard, compare with the baseline, diff, events,
+expiring_soon reminders, rules -> alerts), and (when given a store) the reads before it
+and the one transaction that records it.  Every figure is a median of several runs of
 the same work on the same bytes in this process; the report only compares figures of the
 same run.
 """
@@ -14,7 +15,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,9 @@ from deepdiff import DeepDiff
 from bench.catalogue import Pair
 from watcher import snapshot
 from watcher.config import Watch
-from watcher.diff import diff
-from watcher.events import Event, events_from_changes, expiring_soon
-from watcher.guard import suspicion
+from watcher.cycle import SAME_CHANGE_MIN_WINDOW, CycleState, Poll, Rules, plan, read_state, record
+from watcher.events import Event, expiring_soon
 from watcher.rules.load import load_rule_files
-from watcher.rules.match import route
 from watcher.rules.model import Rule
 from watcher.store import Alert, Store
 
@@ -36,9 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = (ROOT / "rules" / "default.yaml", ROOT / "bench" / "rules.yaml")
 WATCH = "models"
 AT = "2026-01-04T19:13:29Z"
-NOW = 1767554009.0
 DAYS = (7, 1)  # the config's default expiring_soon_days
-MAX_REMOVED_PCT = Watch(name="models", url="http://x", interval=60).max_removed_pct
+BENCH_WATCH = Watch(name=WATCH, url="http://x", interval=60)
 
 Sent = set[tuple[str, str, int]]
 
@@ -49,33 +47,27 @@ def load_rules() -> tuple[Rule, ...]:
 
 def cycle(baseline: snapshot.Snapshot, body: bytes, rules: tuple[Rule, ...], today: date,
           sent: Sent, store: Store | None = None) -> tuple[str, list[Event], list[Alert]]:
-    """What ``App.cycle`` does with a response body (see the module docstring).
+    """What ``App.cycle`` does with a response body: parse, then :func:`watcher.cycle.plan`
+    (the function the daemon runs), and with a store the reads before it and the one
+    write after it (:func:`watcher.cycle.record`).
 
-    Not here: the fetch, logging, waking the deliverer, and ``account_view`` (only for a
-    ``/models/user`` watch, a list comprehension over the events).
+    Not here: the fetch, logging, operator notices and waking the deliverer.
     """
     current = snapshot.parse(body)
-    if suspicion(baseline, current, MAX_REMOVED_PCT) is not None:
+    state = (CycleState(baseline, sent=frozenset(sent)) if store is None else
+             read_state(store, BENCH_WATCH, baseline, current, paired=False))
+    if state.suspicion is not None:
         raise AssertionError("the guard would hold this response")
-    changed = not current.same_content(baseline)
-    events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
-                                  watch=WATCH, detected_at=AT) if changed else [])
+    planned = plan(state, Poll(current), watch=BENCH_WATCH,
+                   rules=Rules(rules, DAYS, SAME_CHANGE_MIN_WINDOW), now=_now(today))
     if store is not None:
-        sent = store.sent_reminders(WATCH)
-    reminders = expiring_soon(current, watch=WATCH, today=today, days=DAYS, sent=sent,
-                              detected_at=AT)
-    events += [event for event, _ in reminders]
-    alerts = [Alert(event=index, rule=rule.name, target=target, settle=rule.settle,
-                    group=rule.name if (rule.title or rule.body) else "")
-              for index, event in enumerate(events) for rule, target in route(rules, event)]
-    outcome = "changed" if changed else "unchanged"
-    if store is not None:
-        if not events and not changed:
-            store.record_check(WATCH, AT, outcome)
-        else:
-            store.commit_cycle(WATCH, AT, current if changed else None, outcome, events, alerts,
-                               now=NOW, reminders=[key for _, key in reminders])
-    return outcome, events, alerts
+        record(store, planned)
+    return planned.outcome, planned.events, planned.alerts
+
+
+def _now(today: date) -> datetime:
+    """``AT``'s time of day on ``today``."""
+    return datetime.combine(today, datetime.fromisoformat(AT).timetz())
 
 
 def steady_reminders(baseline: snapshot.Snapshot, today: date) -> Sent:

@@ -283,20 +283,20 @@ async def test_a_response_the_core_cannot_diff_becomes_the_baseline_with_a_notic
     """A bug in the pure core (simulated: the diff raises on one response) must not stop
     change detection for good: the response becomes the baseline, the operator hears of
     it, and the next change is reported as usual."""
-    import watcher.app
+    import watcher.cycle
 
     hook, ops = WebhookSink().start(), WebhookSink().start()
     try:
         path = write(tmp_path, fake_openrouter, hook, ops)
         settings = config.load(path)
-        real_diff = watcher.app.diff
+        real_diff = watcher.cycle.diff
 
         def diff_that_fails_on_011(old, new):
             if len(new.models) == 350 and len(old.models) == 353:  # 010 -> 011 only
                 raise ValueError("cannot compare this catalogue")
             return real_diff(old, new)
 
-        monkeypatch.setattr(watcher.app, "diff", diff_that_fails_on_011)
+        monkeypatch.setattr(watcher.cycle, "diff", diff_that_fails_on_011)
         with Store.open(settings.state_dir) as store:
             async with fetch.new_session() as session:
                 app = App(settings, store, session, retry=RetryPolicy(attempts=1))

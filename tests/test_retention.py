@@ -53,13 +53,14 @@ def fill(state_dir: Path, per_hour: int = 1) -> dict[str, list[int]]:
         for days in (100, 10):
             at = ago(days)
             events = [event("a", "z-ai/glm-4.7", at), event("a", "openai/gpt-4o", at)]
-            alerts = [Alert(event=0, rule="r", target="hook", scope="s", change_key=f"k{days}"),
-                      Alert(event=1, rule="r", target="down")]
+            alerts = [Alert(event=events[0], rule="r", target="hook", scope="s",
+                            change_key=f"k{days}"),
+                      Alert(event=events[1], rule="r", target="down")]
             _, ids = store.commit_cycle("a", iso(at), None, "unchanged", events, alerts,
                                         now=at.timestamp())
             seen_by_b = [event("b", "z-ai/glm-4.7", at)]
             store.commit_cycle("b", iso(at), None, "unchanged", seen_by_b,
-                               [Alert(event=0, rule="r", target="hook", scope="s",
+                               [Alert(event=seen_by_b[0], rule="r", target="hook", scope="s",
                                       change_key=f"k{days}")], now=at.timestamp(),
                                same_change_window=86400)
             outbox = {target: [r[0] for r in store._read(
@@ -155,7 +156,7 @@ def test_deleting_an_old_check_looks_up_what_refers_to_it_by_index(tmp_path: Pat
         old = store.record_check("a", iso(ago(100)), "unchanged")
         events = [event("a", f"m/{i}", ago(5)) for i in range(3000)]
         store.commit_cycle("a", iso(ago(5)), None, "unchanged", events,
-                           [Alert(event=i, rule="r", target="t") for i in range(3000)],
+                           [Alert(event=e, rule="r", target="t") for e in events],
                            now=ago(5).timestamp())
     conn = sqlite3.connect(tmp_path / DB_NAME)
     conn.execute("PRAGMA foreign_keys=ON")  # as the store has it
@@ -177,7 +178,7 @@ def test_each_prune_step_reads_one_window_however_long_the_history(tmp_path: Pat
                                "baseline", [])
             events = [event("a", f"m/{i}", ago(100)) for i in range(messages)]
             store.commit_cycle("a", iso(ago(100)), None, "unchanged", events,
-                               [Alert(event=i, rule="r", target="t") for i in range(messages)],
+                               [Alert(event=e, rule="r", target="t") for e in events],
                                now=ago(100).timestamp())
             store.mark_sent(range(1, messages + 1), ago(100).timestamp())
             work = [0]

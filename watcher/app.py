@@ -2,10 +2,10 @@
 
 ``App.cycle`` is one poll of one watch::
 
-    fetch -> parse -> [same models as the baseline and no reminder due? record the check, stop]
-          -> diff -> events (+ expiring_soon reminders) -> rules -> alerts
-          -> ONE transaction: snapshot + check + events + one outbox row per (alert, target)
-          -> wake the deliverer, which drains the outbox (see notify.deliver)
+    baseline -> fetch -> parse -> cycle.read_state -> cycle.plan (pure: guard, diff, events,
+          expiring_soon reminders, rules -> alerts) -> App.apply: one check row, or ONE
+          transaction (snapshot + check + events + one outbox row per (alert, target)),
+          the operator notices, the logs, and a wake of the deliverer (see notify.deliver)
 
 ``run`` polls every watch at a fixed rate until ``stop`` is set.  Nothing here touches
 signals: ``cli`` turns them into the ``stop`` event, so tests can drive ``run`` directly.
@@ -16,50 +16,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from watcher import fetch, impact, log, preflight, snapshot
+from watcher import fetch, log, preflight, snapshot
 from watcher.backoff import poll_jitter
-from watcher.clock import iso, utcnow
+from watcher.clock import utcnow
 from watcher.config import RetryPolicy, Settings, Watch, public_watch
 from watcher.config import load as load_config
-from watcher.diff import diff
-from watcher.errors import AuthError, ConfigError, FetchError, SnapshotError, StateError
-from watcher.events import Event, account_view, change_key, events_from_changes, expiring_soon
-from watcher.guard import suspicion
+from watcher.cycle import (
+    CyclePlan,
+    CycleResult,
+    LogLine,
+    Poll,
+    Rules,
+    plan,
+    read_state,
+    record,
+    same_change_window,
+)
+from watcher.errors import ConfigError, FetchError, SnapshotError, StateError
 from watcher.metrics import Metrics
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
-from watcher.rules.match import route
 from watcher.status import Status
-from watcher.store import Alert, Pruned, Store
+from watcher.store import Pruned, Store
 from watcher.usage_feed import UsageFeed
 
 Clock = Callable[[], datetime]
 # A task run alongside the polls (the sd_notify supervisor, ...): given ``stop``, it ends
 # when ``stop`` is set, or is cancelled when the daemon stops.
 Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-SAME_CHANGE_MIN_WINDOW = 86400.0
 PRUNE_FIRST_AFTER = 600.0   # seconds after the start
 PRUNE_EVERY = 86400.0
-
-
-@dataclass
-class CycleResult:
-    """What one poll of one watch found."""
-
-    watch: str
-    outcome: str  # baseline | unchanged | changed | failed
-    events: list[Event] = field(default_factory=list)
-    error: str | None = None
-    models: int = 0
-    alerts: list[Alert] = field(default_factory=list)
 
 
 class App:
@@ -106,13 +98,14 @@ class App:
         return self._baselines[watch]
 
     async def cycle(self, watch: Watch, *, dry_run: bool = False) -> CycleResult:
-        """Poll ``watch`` once, record what changed and queue the alerts.
+        """Poll ``watch`` once, record what changed and queue the alerts: read the state,
+        fetch, plan (:func:`watcher.cycle.plan`), apply.
 
-        With ``dry_run`` nothing is written: the result says what would have happened.
+        With ``dry_run`` the plan is not applied: nothing is written or sent, and the
+        result says what would have happened.
         """
         started = self.clock()
-        at = iso(started)
-        baseline = self.baseline(watch.name)
+        baseline = self.baseline(watch.name)  # before the fetch, as the cache holds it
         public = public_watch(self.settings, watch)
         try:
             # An account list is told apart with the public list fetched just before and
@@ -122,110 +115,42 @@ class App:
             before = await self._fetch_public(public)
             current = snapshot.parse_pages(await self._fetch(watch))
             after = await self._fetch_public(public)
+            poll = Poll(current, before=before, after=after)
         except (FetchError, SnapshotError) as exc:
-            if not dry_run:
-                self.store.record_check(watch.name, at, "failed", str(exc))
-                if isinstance(exc, AuthError):
-                    self.operator.problem(watch.name, "auth", f"{exc}. No change is detected "
-                                          "until this is fixed.")
-            self._note_failure(watch.name, str(exc))
-            return CycleResult(watch.name, "failed", error=str(exc))
-        self._note_success(watch.name)
-        if not dry_run:
-            self.operator.resolved(watch.name, "auth", "the API key and account work again")
-        models = len(current.models)
-
-        reason = suspicion(baseline, current, watch.max_removed_pct)
-        if reason is not None:
-            # The count lives in the database: it survives restarts and `once` runs.
-            seen = self.store.held_streak(watch.name, current.digest) + 1
-            if seen < watch.confirm_polls:
-                if not dry_run:
-                    self.store.record_check(watch.name, at, "held", reason, digest=current.digest)
-                    self.log.warning("guard.held", watch=watch.name, reason=reason, seen=seen,
-                                     confirm_polls=watch.confirm_polls)
-                    self.operator.problem(
-                        watch.name, "held",
-                        f"held a suspect response: {reason}. It becomes the baseline only if "
-                        f"the same list is seen {watch.confirm_polls} times in a row.")
-                return CycleResult(watch.name, "held", error=reason, models=models)
-            self.log.warning("guard.confirmed", watch=watch.name, reason=reason, seen=seen)
-        if not dry_run:
-            self.operator.resolved(watch.name, "held", "the model list is trusted again")
-
-        listed = None if before is None or after is None else before & after
-        gaps = None if listed is None else listed - current.models.keys()
-        known_gaps = None if listed is None else self.store.account_gaps(watch.name)
-        if baseline is None:
-            if not dry_run:
-                self.store.commit_cycle(watch.name, at, current, "baseline", [], gaps=gaps)
-                self._baselines[watch.name] = current
-            self.log.info("cycle.baseline", watch=watch.name, models=models)
-            return CycleResult(watch.name, "baseline", models=models)
-
-        changed = not current.same_content(baseline)
-        try:
-            events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
-                                          watch=watch.name, detected_at=at) if changed else [])
-            if listed is not None:
-                events = account_view(events, listed, known_gaps or frozenset())
-            reminders = expiring_soon(current, watch=watch.name, today=started.date(),
-                                      days=self.settings.expiring_soon_days,
-                                      sent=self.store.sent_reminders(watch.name), detected_at=at)
-            events += [event for event, _ in reminders]
-            # Usage impact (issue 15): one pure step between the events and the rules.
-            events = impact.annotate(events, self.usage.summary(),
-                                     tiered=impact.tiered_models(current.models))
-            alerts = self.alerts(watch, events)
-        except StateError:
-            raise
-        except Exception as exc:
-            return self._unreadable_step(watch, current, at, exc, gaps=gaps, dry_run=dry_run)
-        if not dry_run:
-            self.operator.resolved(watch.name, "crashed", "changes are detected again")
-        outcome = "changed" if changed else "unchanged"
-        result = CycleResult(watch.name, outcome, events, models=models, alerts=alerts)
+            poll = Poll(error=exc)
+        state = read_state(self.store, watch, baseline, poll.current,
+                           paired=public is not None, usage=self.usage.summary)
+        rules = Rules(self.settings.rules, self.settings.expiring_soon_days,
+                      same_change_window(watch, self.settings.watches))
+        planned = plan(state, poll, watch=watch, rules=rules, now=started)
         if dry_run:
-            return result
-        new_gaps = gaps if gaps != known_gaps else None  # written only when they moved
-        if not events and not changed:
-            self.store.record_check(watch.name, at, outcome, gaps=new_gaps)
-            self.log.debug("cycle.unchanged", watch=watch.name, models=models)
-            return result
-        self.store.commit_cycle(watch.name, at, current if changed else None, outcome, events,
-                                alerts, now=started.timestamp(),
-                                reminders=[key for _, key in reminders], gaps=new_gaps,
-                                same_change_window=self.same_change_window(watch))
-        self._baselines[watch.name] = current
-        self.log.info("cycle.changed" if changed else "cycle.reminders", watch=watch.name,
-                      events=len(events), alerts=len(alerts), models=models)
-        if alerts:
+            self._log(planned.logs)  # what it decided; nothing is written or sent
+        else:
+            self.apply(planned)
+        if planned.fetch_failed:
+            self._note_failure(watch.name, planned.error or "")
+        else:
+            self._note_success(watch.name)
+        return planned.result()
+
+    def apply(self, planned: CyclePlan) -> None:
+        """Perform what :func:`watcher.cycle.plan` decided: the store write (one check
+        row, or one transaction), the baseline, the operator notices, the logs, and a
+        poke of the deliverer."""
+        name = planned.watch
+        for notice in planned.notices:
+            if notice.action == "resolved":
+                self.operator.resolved(name, notice.kind, notice.text)
+        self._log(line for line in planned.logs if line.early)
+        record(self.store, planned)
+        if planned.new_baseline is not None:
+            self._baselines[name] = planned.new_baseline
+        self._log(line for line in planned.logs if not line.early)
+        for notice in planned.notices:
+            if notice.action == "problem":
+                self.operator.problem(name, notice.kind, notice.text)
+        if planned.alerts:
             self.deliverer.poke()
-        return result
-
-    def _unreadable_step(self, watch: Watch, current: snapshot.Snapshot, at: str,
-                         exc: Exception, *, gaps: frozenset[str] | None,
-                         dry_run: bool) -> CycleResult:
-        """The pure core raised on this response: a bug, or input it cannot handle.
-
-        Failing the same way on every poll would stop change detection for good, so the
-        new list becomes the baseline (its changes are lost, and the operator is told so)
-        and the next poll diffs from there.
-        """
-        reason = log.redactor.text(f"{type(exc).__name__}: {exc}")
-        self.log.error("cycle.crashed", watch=watch.name, reason=reason,
-                       note="the new list becomes the baseline; this step's changes are not "
-                            "reported", exc_info=exc)
-        if not dry_run:
-            self.store.commit_cycle(watch.name, at, current, "crashed", [], error=reason,
-                                    gaps=gaps)
-            self._baselines[watch.name] = current
-            self.operator.problem(
-                watch.name, "crashed",
-                f"could not work out the changes of a response ({reason}). It became the "
-                "baseline: the changes between the previous list and this one are not "
-                "reported. Please report this as a bug.")
-        return CycleResult(watch.name, "crashed", error=reason, models=len(current.models))
 
     async def guarded_cycle(self, watch: Watch, *, dry_run: bool = False) -> CycleResult:
         """:meth:`cycle`, with a bug in it reported as a ``crashed`` result, not raised:
@@ -239,24 +164,9 @@ class App:
             return CycleResult(watch.name, "crashed",
                                error=log.redactor.text(f"{type(exc).__name__}: {exc}"))
 
-    def alerts(self, watch: Watch, events: list[Event]) -> list[Alert]:
-        """One alert per (event, target) that the rules select."""
-        scope = host_of(watch)
-        return [
-            Alert(event=index, rule=rule.name, target=target, settle=rule.settle,
-                  group=rule.name if (rule.title or rule.body) else "", scope=scope,
-                  change_key=change_key(scope, event))
-            for index, event in enumerate(events)
-            for rule, target in route(self.settings.rules, event)
-        ]
-
-    def same_change_window(self, watch: Watch) -> float:
-        """How long a change seen through one watch waits for the same change through the
-        other watches of its host: 3 of their longest intervals, and at least a day, so a
-        watch that failed for a while still recognises what the others already sent."""
-        scope = host_of(watch)
-        longest = max(w.interval for w in self.settings.watches if host_of(w) == scope)
-        return max(SAME_CHANGE_MIN_WINDOW, 3 * longest)
+    def _log(self, lines: Iterable[LogLine]) -> None:
+        for line in lines:
+            getattr(self.log, line.level)(line.event, **line.fields)
 
     async def _fetch_public(self, public: Watch | None) -> frozenset[str] | None:
         """The ids of the public list an account watch pairs with (None: no pair)."""
@@ -500,12 +410,6 @@ class App:
 def pairs(settings: Settings) -> dict[str, Watch]:
     """Each account watch with the public watch it fetches in the same cycle."""
     return {w.name: p for w in settings.watches if (p := public_watch(settings, w)) is not None}
-
-
-def host_of(watch: Watch) -> str:
-    """The API a watch reads (scheme, host and port): watches of one host see one catalogue."""
-    parts = urlsplit(watch.url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
 
 
 def unavailable_to_account(app: App) -> dict[str, list[str]]:

@@ -33,7 +33,8 @@ from watcher.store import DB_NAME, EventQuery, Pruned, Store, empty_target_statu
 
 if TYPE_CHECKING:
     from watcher import snapshot
-    from watcher.app import CycleResult, Extra
+    from watcher.app import Extra
+    from watcher.cycle import CycleResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -282,30 +283,32 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: str) -> None:
-    from watcher.notify.render import compose
+    from watcher.notify.render import Queued, compose
 
     today = datetime.now(UTC).date()
     for result in results:
         if fmt == "json":
-            for index, event in enumerate(result.events):
+            for event in result.events:
                 routes = [{"rule": a.rule, "target": a.target} for a in result.alerts
-                          if a.event == index]
+                          if a.event is event]
                 _print_json({**event, "routes": routes})
             continue
         _say(f"{_cycle_line(result)} (dry run: nothing recorded, nothing sent)")
         by_key: dict[tuple[str, str], list[Event]] = {}
+        templates: dict[str, Queued] = {}
         for alert in result.alerts:
-            by_key.setdefault((alert.target, alert.group), []).append(result.events[alert.event])
+            by_key.setdefault((alert.target, alert.group), []).append(alert.event)
+            templates[alert.group] = Queued(alert.group, title=alert.title, body=alert.body)
         # Every event, with where each goes: one no rule matches is shown too, since a
         # dry run is where a person finds out that a rule does not select what it should.
-        for index, event in enumerate(result.events):
-            alerts = [a for a in result.alerts if a.event == index]
+        for event in result.events:
+            alerts = [a for a in result.alerts if a.event is event]
             for alert in alerts:
                 _say(f"  rule {alert.rule!r} -> {alert.target}: {line(event)}")
             if not alerts:
                 _say(f"  no rule -> nowhere: {event['type']}: {line(event)}")
         for (target, group), events in by_key.items():
-            rule = next((r for r in settings.rules if r.name == group), None)
+            rule = templates[group] if group else None
             message = compose(settings.targets[target], events, key="dry-run", today=today,
                               rule=rule, public_url=_public_url(settings))
             _say(f"\n--- {target} would get ({message.format}) ---\n"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,7 +33,8 @@ ENV_CONFIG = "OPENROUTER_WATCHER_CONFIG"
 LOCAL_CONFIG = "openrouter-watcher.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_INTERVAL_OPENROUTER = 60.0
-FORMATS = ("text", "markdown", "html", "json")
+Format = Literal["text", "markdown", "html", "json"]
+FORMATS: tuple[Format, ...] = get_args(Format)
 MAX_SECRET_BYTES = 64 << 10  # an API key or a target URL; /dev/zero is not one
 
 
@@ -82,7 +83,7 @@ class Target:
 
     name: str
     url: Secret
-    format: str | None = None       # text | markdown | html | json; None: by the URL's scheme
+    format: Format | None = None    # text | markdown | html | json; None: by the URL's scheme
     max_length: int | None = None   # None: by the URL's scheme
     title: Template | None = None
     body: Template | None = None
@@ -472,7 +473,7 @@ def _age(minimum: float) -> Callable[[yamldoc.Value], float | None]:
 RETENTION_KEYS = (
     Key("unchanged_checks", _age(minimum=3600.0)),
     # A message row must outlive the window in which another watch's copy of the same change
-    # is recognised (a day, or 3 intervals): see app.same_change_window.
+    # is recognised (a day, or 3 intervals): see cycle.same_change_window.
     Key("messages", _age(minimum=7 * 86400.0)),
     Key("dead_letters", _age(minimum=3600.0)),
     Key("events", _age(minimum=3600.0)),

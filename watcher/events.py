@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from datetime import date
 from decimal import Context, Decimal, localcontext
-from typing import Any
+from typing import Any, Literal, Required, TypedDict, cast, get_args
 
 import orjson
 
@@ -24,23 +25,44 @@ from watcher.clock import days_left
 from watcher.diff import MAX_DIGITS, Change, as_decimal
 from watcher.snapshot import Snapshot
 
-Event = dict[str, Any]
-
-EVENT_TYPES = frozenset({
+EventType = Literal[
     "model_added", "model_removed", "price_changed",
     "expiration_set", "expiration_changed", "expiration_cleared",
     "context_length_changed", "field_changed", "expiring_soon",
     "model_unavailable_to_account", "model_available_to_account",
-})
+]
+EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 
 
-def make_event(*, watch: str, type: str, model: str, detected_at: str,  # noqa: A002
+class Event(TypedDict, total=False):
+    """One published event (README, "Events"): every key below ``detected_at`` is always
+    present (``null`` when it does not apply); the last three only on some types."""
+
+    watch: Required[str]
+    type: Required[EventType]
+    model: Required[str]
+    name: Required[str | None]
+    field: Required[str | None]        # the dotted path of what changed
+    old: Required[Any]                 # values as the catalogue sent them
+    new: Required[Any]
+    change_pct: Required[float | None]
+    detected_at: Required[str]         # ISO 8601, UTC, seconds
+    added: list[Any]                   # field_changed on a set-like list
+    removed: list[Any]
+    days_left: int                     # expiring_soon
+    monthly_impact_usd: float | None   # the usage impact (watcher.impact, issue 15)
+    impact_note: str | None
+    spend_30d_usd: float | None
+    requests_30d: int
+
+
+def make_event(*, watch: str, type: EventType, model: str, detected_at: str,  # noqa: A002
                name: str | None = None, field: str | None = None, old: Any = None,
                new: Any = None, change_pct: float | None = None, **extra: Any) -> Event:
     """An event with every contract key present, in the contract's order."""
-    return {"watch": watch, "type": type, "model": model, "name": name, "field": field,
-            "old": old, "new": new, "change_pct": change_pct, "detected_at": detected_at,
-            **extra}
+    return cast("Event", {
+        "watch": watch, "type": type, "model": model, "name": name, "field": field,
+        "old": old, "new": new, "change_pct": change_pct, "detected_at": detected_at, **extra})
 
 
 def events_from_changes(changes: Iterable[Change], *, old: Snapshot, new: Snapshot,
@@ -67,7 +89,7 @@ def _field_event(change: Change, common: dict[str, Any]) -> Event:
         return make_event(type="price_changed", field=field, old=old, new=new,
                           change_pct=change_pct(old, new), **common)
     if change.path == ("expiration_date",):
-        kind = ("expiration_set" if old is None else
+        kind: EventType = ("expiration_set" if old is None else
                 "expiration_cleared" if new is None else "expiration_changed")
         return make_event(type=kind, field=field, old=old, new=new, **common)
     if change.path == ("context_length",):
@@ -154,7 +176,7 @@ def change_key(scope: str, event: Event) -> str:
 
 
 def expiring_soon(snap: Snapshot, *, watch: str, today: date, days: Iterable[int],
-                  sent: set[tuple[str, str, int]], detected_at: str
+                  sent: AbstractSet[tuple[str, str, int]], detected_at: str
                   ) -> list[tuple[Event, tuple[str, str, int]]]:
     """Reminders for models whose ``expiration_date`` is ``days`` or fewer days away.
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
-from typing import Any
+from typing import Any, cast
 
 from watcher.diff import as_decimal
 from watcher.events import Event
@@ -91,7 +91,7 @@ def _annotated(event: Event, summary: Summary, tiered: frozenset[str]) -> Event:
         extra = {"monthly_impact_usd": impact, "impact_note": note}
     extra["spend_30d_usd"] = cents(Decimal(repr(used.spend_usd)))
     extra["requests_30d"] = used.requests
-    return {**event, **extra}
+    return cast("Event", {**event, **extra})
 
 
 def monthly_impact(event: Event, used: ModelUsage, *, tiered: bool = False

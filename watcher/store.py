@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import orjson
 
@@ -43,8 +43,12 @@ from watcher.config import Retention
 from watcher.errors import StateError, StateInUseError
 from watcher.events import Event
 
+if TYPE_CHECKING:
+    from watcher.notify.templates import Template
+
 DB_NAME = "openrouter-watcher.sqlite3"
-SCHEMA_VERSION = 8  # 8: the usage table (issue 15; the integrator may renumber)
+# 8: the usage table (issue 15); 9: outbox templates (issue 13); the integrator may renumber
+SCHEMA_VERSION = 9
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -122,7 +126,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at      REAL,
     scope        TEXT,                       -- the API host of the watch (schema 3)
     change_key   TEXT,                       -- events.change_key: the same change, any watch
-    dup_of       INTEGER REFERENCES outbox(id)  -- a 'duplicate': that row carries the change
+    dup_of       INTEGER REFERENCES outbox(id), -- a 'duplicate': that row carries the change
+    title_tpl    TEXT,                       -- the rule's title and body template sources at
+    body_tpl     TEXT                        -- enqueue time (schema 9), NULL: none
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, due_at);
 CREATE INDEX IF NOT EXISTS outbox_change ON outbox(target, change_key);
@@ -180,13 +186,15 @@ CREATE TABLE IF NOT EXISTS meta (
 class Alert:
     """An event selected by a rule for a target: one outbox row."""
 
-    event: int            # index into the cycle's events
+    event: Event          # the event it is about: one of the events committed with it
     rule: str
     target: str
     group: str = ""       # rules with their own templates get messages of their own
     settle: float | None = None
     scope: str | None = None       # the API host the event came from
     change_key: str | None = None  # events.change_key: one message per change and target
+    title: Template | None = None  # the rule's templates (a group of its own): the outbox
+    body: Template | None = None   # keeps their sources, rendered from there
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,8 @@ class Group:
     rules: tuple[str, ...]
     created_at: float
     attempts: int
+    title_tpl: str | None = None  # the rule's template sources, as queued (grp: its name)
+    body_tpl: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -542,8 +552,11 @@ class Store:
                      orjson.dumps(e).decode())))
                 for e in events
             ]
+            row_of = {id(e): event_id for e, event_id in zip(events, ids, strict=True)}
             for alert in alerts:
-                event = events[alert.event]
+                event = alert.event
+                if id(event) not in row_of:
+                    raise ValueError("an alert's event is not among the events committed with it")
                 state = "pending"
                 dup_of = _same_change(tx, alert, watch, now - same_change_window)
                 if dup_of is not None:
@@ -553,11 +566,13 @@ class Store:
                 settle_until = now + alert.settle if alert.settle and state == "pending" else None
                 tx.execute(
                     "INSERT INTO outbox (check_id, event_id, target, rule, grp, state, created_at, "
-                    "due_at, settle_until, done_at, scope, change_key, dup_of) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (check_id, ids[alert.event], alert.target, alert.rule, alert.group, state, now,
+                    "due_at, settle_until, done_at, scope, change_key, dup_of, title_tpl, "
+                    "body_tpl) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (check_id, row_of[id(event)], alert.target, alert.rule, alert.group, state, now,
                      settle_until or now, settle_until, None if state == "pending" else now,
-                     alert.scope, alert.change_key, dup_of))
+                     alert.scope, alert.change_key, dup_of,
+                     alert.title.source if alert.title else None,
+                     alert.body.source if alert.body else None))
             tx.executemany("INSERT OR IGNORE INTO reminders (watch, model, expiration_date, days) "
                            "VALUES (?,?,?,?)", [(watch, m, d, n) for m, d, n in reminders])
         if snap is not None:
@@ -587,7 +602,7 @@ class Store:
             marks = ",".join("?" * len(chunk))  # only "?" placeholders are formatted in
             found += self._read(
                 "SELECT o.id, o.check_id, o.target, o.grp, o.rule, o.created_at, o.attempts, "  # noqa: S608
-                "e.body FROM outbox o JOIN events e ON e.id = o.event_id "
+                "e.body, o.title_tpl, o.body_tpl FROM outbox o JOIN events e ON e.id = o.event_id "
                 f"WHERE o.state = 'pending' AND o.id IN ({marks})", chunk)
         members: dict[tuple[str, int, str], list[tuple[Any, Event]]] = {}
         broken: list[tuple[int, str]] = []
@@ -600,12 +615,13 @@ class Store:
             if not isinstance(event, dict):
                 broken.append((row[0], "the stored event is not a JSON object"))
                 continue
-            members.setdefault((row[2], row[1], row[3]), []).append((row, event))
+            members.setdefault((row[2], row[1], row[3]), []).append((row, cast("Event", event)))
         groups = [
             Group(target=target, group=grp, check_id=check_id,
                   rows=tuple(r[0] for r, _ in items), events=tuple(e for _, e in items),
                   rules=tuple(dict.fromkeys(r[4] for r, _ in items)),
-                  created_at=min(r[5] for r, _ in items), attempts=max(r[6] for r, _ in items))
+                  created_at=min(r[5] for r, _ in items), attempts=max(r[6] for r, _ in items),
+                  title_tpl=items[0][0][8], body_tpl=items[0][0][9])
             for (target, check_id, grp), items in members.items()
         ]
         return groups, broken
@@ -1014,6 +1030,9 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             conn.execute("DROP INDEX IF EXISTS events_model")
         # 7 -> 8 (issue 15): the usage table and its index, created by SCHEMA below; no
         # existing row changes.
+        if 1 <= version < 9:  # 8 -> 9: the outbox keeps the rule's templates it renders with
+            for column in ("title_tpl TEXT", "body_tpl TEXT"):
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
         for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
             if statement.strip():
                 conn.execute(statement)

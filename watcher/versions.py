@@ -44,12 +44,15 @@ import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from watcher.errors import StateError
 from watcher.snapshot import Snapshot, data_of, from_items
+
+if TYPE_CHECKING:
+    from watcher.events import Event
 
 ZLIB_LEVEL = 6
 ZDICT_BYTES = 32 * 1024  # zlib's window: more dictionary than this is never used
@@ -213,7 +216,7 @@ class ModelStates:
     in_first_snapshot: bool   # listed when the watch started
     last_seen: str | None     # taken_at of the newest stored snapshot that listed it
     # The field events recorded when its versions changed (Store.model_states fills them).
-    events: tuple[dict[str, Any], ...] = ()
+    events: tuple[Event, ...] = ()
 
 
 def model_states(conn: sqlite3.Connection, watch: str, model: str) -> ModelStates:

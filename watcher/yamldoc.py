@@ -15,11 +15,13 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from watcher.errors import ConfigError
 
+S = TypeVar("S", bound=str)
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64  # the deepest config or rule file needs about 6; PyYAML's composer recurses
@@ -187,11 +189,12 @@ class Value:
             raise self.error(f"expected true or false, got {self.kind()}")
         return bool(yaml.safe_load(self.node.value))
 
-    def choice(self, options: tuple[str, ...]) -> str:
+    def choice(self, options: tuple[S, ...]) -> S:
         value = self.string()
-        if value not in options:
-            raise self.error(f"must be one of {', '.join(options)}, got {value!r}")
-        return value
+        for option in options:
+            if value == option:
+                return option
+        raise self.error(f"must be one of {', '.join(options)}, got {value!r}")
 
     def kind(self) -> str:
         if isinstance(self.node, yaml.MappingNode):

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import apprise
@@ -59,11 +59,15 @@ from watcher import escape, log
 from watcher.backoff import backoff
 from watcher.clock import iso, utcnow
 from watcher.config import Settings, Target
-from watcher.errors import DeliveryError, StateError, WatcherError
+from watcher.errors import DeliveryError, StateError, TemplateRefused, WatcherError
 from watcher.metrics import Metrics
 from watcher.notify import webhook
-from watcher.notify.render import JSON_SCHEMES, Message, body_format, compose
+from watcher.notify.render import JSON_SCHEMES, Message, Queued, body_format, compose
+from watcher.notify.templates import Template
 from watcher.store import Group, Store
+
+if TYPE_CHECKING:
+    from watcher.rules.model import Rule
 
 # The longest the delivery loop sleeps with nothing due: it then reads the outbox again,
 # so that dead letters `resend` put back beside a running daemon go out within this.
@@ -229,6 +233,7 @@ class Deliverer:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._failing: dict[str, tuple[float, str]] = {}  # target -> (wall since, last reason)
         self._holds: dict[str, Hold] = {}
+        self._templates: dict[str, Template] = {}  # queued template source -> compiled
         self._deadlines: dict[int, tuple[float, float]] = {}  # row -> (stored due_at, monotonic)
         self._born: dict[int, float] = {}     # row -> its creation, on the monotonic clock
         self._sent: set[int] = set()          # rows sent whose record the state refused
@@ -380,7 +385,13 @@ class Deliverer:
     def _render(self, group: Group, target: Target) -> Message | None:
         """The message for ``group``; None when rows that can never render were
         dead-lettered instead (the rest of the group goes in the next message)."""
-        rule = next((r for r in self.settings.rules if r.name == group.group), None)
+        try:
+            rule = self._queued_templates(group)
+        except TemplateRefused as exc:  # it would be refused on every attempt
+            self._dead(group.target, group.rows, log.redactor.text(
+                f"cannot render the message: the template of rule {group.group!r}, as queued, "
+                f"is refused: {exc}"), attempts=group.attempts + 1)
+            return None
         today = datetime.fromtimestamp(self.clock(), UTC).date()
         public_url = self.settings.http.public_url if self.settings.http else None
         try:
@@ -399,6 +410,28 @@ class Deliverer:
                     f"cannot render the message: {type(error).__name__}: {error}"),
                     attempts=group.attempts + 1)
             return None
+
+    def _queued_templates(self, group: Group) -> Queued | Rule | None:
+        """The rule templates ``group`` was queued with (compiled once per source).
+
+        A row queued before the outbox kept them (schema 8) has a group but no sources:
+        its rule is found by name, as it was then.
+        """
+        if not group.group:
+            return None
+        if group.title_tpl is None and group.body_tpl is None:
+            return next((r for r in self.settings.rules if r.name == group.group), None)
+        return Queued(group.group, title=self._template(group.title_tpl),
+                      body=self._template(group.body_tpl))
+
+    def _template(self, source: str | None) -> Template | None:
+        if source is None:
+            return None
+        if source not in self._templates:
+            if len(self._templates) >= 64:
+                self._templates.clear()
+            self._templates[source] = Template(source)
+        return self._templates[source]
 
     def _failed(self, group: Group, reason: str) -> None:
         wall, now = self.clock(), self.monotonic()

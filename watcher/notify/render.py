@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Context, Decimal, localcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
@@ -23,9 +24,31 @@ from watcher.events import Event
 from watcher.links import model_id_path, model_path
 
 if TYPE_CHECKING:  # config imports the templates of this package: avoid the cycle at runtime
-    from watcher.config import Target
-    from watcher.rules.model import Rule
+    from watcher.config import Format, Target
+    from watcher.notify.templates import Template
 
+
+class RuleTemplates(Protocol):
+    """What a message needs of its rule: a ``Rule``, or what the outbox kept of one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> Template | None: ...
+    @property
+    def body(self) -> Template | None: ...
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A rule's templates as the outbox kept them when the message was queued."""
+
+    name: str
+    title: Template | None = None
+    body: Template | None = None
+
+
+NotifyType = Literal["info", "success", "warning", "failure"]
 PER_TOKEN = {"prompt": "prompt tokens", "completion": "completion tokens",
              "input_cache_read": "cached input tokens", "input_cache_write": "cache write tokens",
              "internal_reasoning": "reasoning tokens", "audio": "audio tokens"}
@@ -175,7 +198,7 @@ def _days_phrase(left: int) -> str:
     return "passed yesterday" if left == -1 else f"passed {-left} days ago"
 
 
-def who(event: Event) -> str:
+def who(event: Mapping[str, Any]) -> str:
     """``Name (id)``, or the id alone: plain text, shortened."""
     model, name = shown(event.get("model"), MAX_ID), event.get("name")
     if name is None or name == event.get("model") or name == "":
@@ -477,12 +500,12 @@ class Message:
 
     title: str
     body: str
-    format: str  # text | markdown | html | json
+    format: Format
     key: str     # idempotency key
-    notify_type: str = "info"  # Apprise's: info | success | warning | failure
+    notify_type: NotifyType = "info"  # Apprise's
 
 
-def body_format(target: Target) -> str:
+def body_format(target: Target) -> Format:
     if target.format:
         return target.format
     if target.scheme in MARKDOWN_SCHEMES:
@@ -498,7 +521,7 @@ _FAILURE = frozenset({"model_removed", "model_unavailable_to_account"})
 _WARNING = frozenset({"expiration_set", "expiration_changed", "expiring_soon"})
 
 
-def notify_type(events: list[Event]) -> str:
+def notify_type(events: list[Event]) -> NotifyType:
     """Apprise's notify type for the worst event: a removal or the account losing a model
     is a failure; an expiry or a price increase a warning; anything else info."""
     kinds = {e.get("type") for e in events}
@@ -518,7 +541,7 @@ def _price_increase(event: Event) -> bool:
 
 
 def compose(target: Target, events: list[Event], *, key: str, today: date | None = None,
-            rule: Rule | None = None, public_url: str | None = None) -> Message:
+            rule: RuleTemplates | None = None, public_url: str | None = None) -> Message:
     """The message ``target`` gets for ``events``: the digest, or the user's templates.
 
     Total: every event renders, whatever its values.  A user template that the sandbox

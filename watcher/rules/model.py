@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from watcher.notify.templates import Template
+
+Direction = Literal["up", "down", "any"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class Rule:
     fields: tuple[str, ...] = ()
     watches: tuple[str, ...] = ()
     min_change_pct: float | None = None
-    direction: str = "any"
+    direction: Direction = "any"
     used: bool | None = None                  # any requests in the usage window (None: either)
     min_monthly_impact: float | None = None   # USD, on the absolute monthly_impact_usd
     min_spend_30d: float | None = None        # USD, spend_30d_usd
