@@ -435,9 +435,14 @@ class Store:
         return self.rebuild_snapshot(int(rows[0][0]))
 
     def models_ever(self, watch: str) -> set[str]:
-        """Every model id ``watch`` ever listed (one index scan of its spans)."""
-        return {r[0] for r in self._read("SELECT DISTINCT model FROM spans WHERE watch = ?",
-                                         (watch,))}
+        """Every model id ``watch`` ever listed: one seek per model in the spans' order
+        (DISTINCT read every span of the watch, briefs and all: 117 ms warm, 2 s cold, on
+        a two-year history, at every start and reload)."""
+        return {r[0] for r in self._read(
+            "WITH RECURSIVE m(name) AS (SELECT MIN(model) FROM spans WHERE watch = ?1 "
+            "UNION ALL SELECT (SELECT MIN(model) FROM spans WHERE watch = ?1 AND model > m.name) "
+            "FROM m WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL",
+            (watch,))}
 
     def model_states(self, watch: str, model: str) -> versions.ModelStates:
         """Every stored state of ``model`` in ``watch``, oldest first, with the field events
