@@ -216,7 +216,10 @@ def plan(state: CycleState, poll: Poll, *, watch: Watch, rules: Rules,
                                   detected_at=at)
         events += [event for event, _ in reminders]
         # Usage impact (issue 15): one pure step between the events and the rules.
-        events = impact.annotate(events, state.usage, tiered=impact.tiered_models(current.models))
+        # (The tiered models only when there is usage to weigh: it walks the whole list.)
+        tiered = (impact.tiered_models(current.models) if state.usage is not None and events
+                  else frozenset())
+        events = impact.annotate(events, state.usage, tiered=tiered)
         alerts = alerts_for(watch, events, rules.rules)
     except StateError:
         raise
