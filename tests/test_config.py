@@ -13,6 +13,7 @@ from watcher import config
 from watcher.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "configs"
+ROOT = Path(__file__).parent.parent
 BAD = sorted((CONFIGS / "bad").glob("*.yaml"))
 
 
@@ -182,3 +183,33 @@ expiring_soon_days: [1, 14, 1]
     assert settings.retention == config.Retention(unchanged_checks=None, messages=8 * 86400,
                                                   dead_letters=None, events=3600)
     assert settings.expiring_soon_days == (14, 1)
+
+
+def _tree(node: object) -> object:
+    """A node as nested tuples of (tag, line, column, value): what yamldoc reads of it."""
+    value = node.value  # type: ignore[attr-defined]
+    if isinstance(value, list):
+        value = [tuple(_tree(n) for n in item) if isinstance(item, tuple) else _tree(item)
+                 for item in value]
+    mark = node.start_mark  # type: ignore[attr-defined]
+    return (node.tag, mark.line, mark.column, value)  # type: ignore[attr-defined]
+
+
+SHIPPED_YAML = sorted({*ROOT.glob("rules/*.yaml"), *ROOT.glob("examples/**/*.yaml"),
+                       *ROOT.glob("watcher/defaults/**/*.yaml"), *CONFIGS.glob("warn/*.yaml")})
+
+
+@pytest.mark.parametrize("path", SHIPPED_YAML, ids=lambda p: str(p.relative_to(ROOT)))
+def test_libyaml_and_pyyaml_own_parser_compose_the_same_nodes(path: Path) -> None:
+    from watcher import yamldoc
+
+    assert yamldoc.yaml.__with_libyaml__  # the wheels have it: the fast reader is the one run
+    text = path.read_text()
+    trees = []
+    for loader_class in (yamldoc._CLoader, yamldoc._PyLoader):
+        loader = loader_class(text, path)
+        try:
+            trees.append(_tree(loader.get_single_node()))
+        finally:
+            loader.dispose()
+    assert trees[0] == trees[1]

@@ -16,6 +16,8 @@ from tests.test_cli import cli
 # The four heavy libraries, and two that cost ~40 ms each but only the commands that poll,
 # send or log need: asyncio, and structlog (set up on the first log line, watcher.log).
 HEAVY = ("aiohttp", "apprise", "deepdiff", "jinja2", "asyncio", "structlog")
+# What reading the config and the state needs; `--help` (or a usage error) needs none of it.
+PIPELINE = ("yaml", "orjson", "sqlite3", "watcher.config", "watcher.store")
 # Runs the command as `python -m watcher` does, then prints its exit code and the heavy
 # libraries loaded on a last line of its own.
 PROBE = f"""
@@ -26,12 +28,13 @@ try:
 except SystemExit as exit:
     code = exit.code
 sys.stdout.flush()
-print("\\nexit", code, "loaded", *(m for m in {HEAVY!r} if m in sys.modules))
+print("\\nexit", code, "loaded", *(m for m in {HEAVY + PIPELINE!r} if m in sys.modules))
 """
 
 
 def probe(*args: str) -> tuple[str, int, set[str]]:
-    """The output of ``openrouter-watcher ARGS``, its exit code, the heavy libraries loaded."""
+    """The output of ``openrouter-watcher ARGS``, its exit code, which of the heavy libraries
+    and of the pipeline's modules it loaded."""
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
                           timeout=120, check=False)
     output, _, last = proc.stdout.rstrip("\n").rpartition("\n")
@@ -60,10 +63,22 @@ rules: [rules.yaml]
     return config
 
 
-def test_help_loads_none_of_the_heavy_libraries() -> None:
-    output, code, heavy = probe("--help")
-    assert (code, heavy) == (0, set())
-    assert "Watch the OpenRouter model catalogue" in output
+@pytest.mark.parametrize(("args", "code", "shown"), [
+    (("--help",), 0, "Watch the OpenRouter model catalogue"),
+    (("history", "--help"), 0, "--since AGE"),
+    (("statu",), 2, "invalid choice: 'statu'"),
+    (("history", "--limit", "many"), 2, "invalid int value"),
+])
+def test_help_and_usage_errors_load_neither_the_libraries_nor_the_pipeline(
+        args: tuple[str, ...], code: int, shown: str) -> None:
+    output, exit_code, loaded = probe(*args)
+    assert (exit_code, loaded) == (code, set())
+    assert shown in output + _stderr_of(*args)
+
+
+def _stderr_of(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "watcher", *args], capture_output=True,
+                          text=True, timeout=60, check=False).stderr
 
 
 DEVSTRAL = "mistralai/devstral-2512:free"  # its expiration date was set in step 25
@@ -79,8 +94,8 @@ DEVSTRAL = "mistralai/devstral-2512:free"  # its expiration date was set in step
 ])
 def test_reading_the_state_loads_none_of_the_heavy_libraries(recorded: Path, args: tuple[str, ...],
                                                               shown: str) -> None:
-    output, code, heavy = probe(*args, "--config", str(recorded))
-    assert (code, heavy) == (0, set())
+    output, code, loaded = probe(*args, "--config", str(recorded))
+    assert (code, loaded & set(HEAVY)) == (0, set())
     assert shown in output  # the command did its work
 
 

@@ -4,9 +4,13 @@ Exit codes: 0 success; 1 a watch could not be checked (fetch or validation faile
 state database is unusable; 2 the config, a rule file or the command line is wrong.
 This is the only module that touches signals and ``sys.exit``.
 
-aiohttp, Apprise, DeepDiff and Jinja2 take most of a second to import, and asyncio alone
-~40 ms: each command imports the parts that need them itself, so ``--help``, ``status`` and
-``history`` start without them (``python -m bench.startup`` measures it; ``tests/test_startup.py`` holds it).
+Start-up is kept small (``python -m bench.startup`` measures it, ``tests/test_startup.py``
+holds what it loads). aiohttp, Apprise, DeepDiff and Jinja2 take most of a second to import
+and asyncio alone ~40 ms: each command imports what it needs itself. The command line is
+parsed before anything else is imported, with only the named command's parser built, so
+``--help`` and usage errors load neither PyYAML nor SQLite. A few modules that every command
+reads import what only some of their functions need (hashlib, decimal, html) inside those
+functions, marked "not at every start".
 """
 
 from __future__ import annotations
@@ -22,19 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from watcher import __version__, config, escape, log
+from watcher import __version__, escape, log
 from watcher.clock import iso
 from watcher.errors import ConfigError, SnapshotError, StateError, StateInUseError, WatcherError
-from watcher.events import EVENT_TYPES, Event
-from watcher.notify.render import line
-from watcher.store import DB_NAME, EventQuery, Pruned, Store, empty_target_status
 
 if TYPE_CHECKING:
-    from watcher import snapshot
+    from watcher import config, snapshot
     from watcher.app import Extra
     from watcher.cycle import CycleResult
+    from watcher.events import Event
+    from watcher.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,7 +46,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With ``command``, only that command's parser is built: the other
+    twelve cost every start ~10 ms, and only ``--help`` (or a mistyped command) needs them."""
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="PATH",
                         help="config file (default: $OPENROUTER_WATCHER_CONFIG, else "
@@ -65,12 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
-    sub.add_parser("run", parents=[common], help="poll every watch until stopped (the daemon)",
+    unused = _Parser(add_help=False, conflict_handler="resolve")  # takes the others' arguments
+
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, **kwargs) if command in (None, name) else unused
+
+    add("run", parents=[common], help="poll every watch until stopped (the daemon)",
                    description="Poll every watch at its interval and deliver notifications "
                                "until SIGTERM or SIGINT (in-flight sends get delivery.stop_grace, "
                                "the rest stay pending). SIGHUP reloads the config and rules if "
                                "they load cleanly; otherwise the running ones stay.")
-    once = sub.add_parser("once", parents=[common, fmt], help="one cycle of every watch, then exit",
+    once = add("once", parents=[common, fmt], help="one cycle of every watch, then exit",
                           description="Poll every watch once, record and print what changed, "
                                       "and send the notifications that are due. Exit 0 when "
                                       "every watch was checked, 1 when one failed. With "
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show every event with the rules that matched it ('no rule -> "
                            "nowhere' when none did) and the exact message each target would "
                            "get; send nothing and change no state")
-    sub.add_parser("check", parents=[common], help="validate the config and rule files",
+    add("check", parents=[common], help="validate the config and rule files",
                    description="Load the config and every rule file, and check that every "
                                "target URL is one Apprise can load: exit 2 naming file, line "
                                "and key if not. Then print a 'warning:' line (file:line: key) "
@@ -90,16 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "there is state), a rule or event type that can never fire, "
                                "a key that changes nothing. Warnings alone exit 0; run and "
                                "once log the same warnings at start.")
-    hist = sub.add_parser("history", parents=[common], help="stored events, newest last",
+    hist = add("history", parents=[common], help="stored events, newest last",
                           description="Print stored events, oldest first.")
     hist.add_argument("--format", choices=("text", "json", "csv"), default="text",
                       help="text for people, json for one event per line, csv for spreadsheets")
     hist.add_argument("--watch", help="only this watch")
     hist.add_argument("--model", metavar="GLOB", help="only models whose id matches the glob")
-    hist.add_argument("--type", choices=sorted(EVENT_TYPES), help="only this event type")
+    hist.add_argument("--type", type=_event_type, metavar="TYPE",
+                      help='only this event type (README, "Events", lists them)')
     hist.add_argument("--since", metavar="AGE", help="only events newer than AGE (30m, 7d, ...)")
     hist.add_argument("--limit", type=int, metavar="N", help="only the newest N events")
-    dif = sub.add_parser("diff", parents=[common, fmt],
+    dif = add("diff", parents=[common, fmt],
                          help="the events between two saved responses (no state)",
                          description="Diff two saved /api/v1/models responses (.json or "
                                      ".json.gz) and print the events. Touches no state.")
@@ -110,19 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--matched", action="store_true",
                      help="with the rules (implies --rules): only the events a rule sends "
                           "somewhere, without the '-> nowhere' ones")
-    notify = sub.add_parser("test-notify", parents=[common],
+    notify = add("test-notify", parents=[common],
                             help="send a test message to targets and report each",
                             description="Send a test message to each named target (default: "
                                         "all) right now, outside the outbox. Exit 1 naming each "
                                         "target that failed.")
     notify.add_argument("targets", nargs="*", metavar="TARGET")
-    sub.add_parser("status", parents=[common, fmt], help="watches and notification targets",
+    add("status", parents=[common, fmt], help="watches and notification targets",
                    description="From the state database: each watch's last check, and per "
                                "target how many notifications were sent, are pending or "
                                "dead-lettered, since when it is failing and its own last "
                                "error. Exit 1 while dead letters wait (`resend` sends them "
                                "again or, with --drop, gives them up).")
-    resend = sub.add_parser(
+    resend = add(
         "resend", parents=[common], help="send dead-lettered notifications again",
         description="Put the dead letters of the named targets (default: every configured "
                     "target) back in the outbox, due now, with the same idempotency keys. "
@@ -138,13 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     resend.add_argument("--drop", action="store_true",
                         help="give the dead letters up for good instead (also for targets no "
                              "longer configured); `status` stops counting them")
-    show = sub.add_parser("show", parents=[common, fmt], help="one model's timeline",
+    show = add("show", parents=[common, fmt], help="one model's timeline",
                           description="A model's history from the stored snapshots: when it "
                                       "appeared, every price over time (per million tokens), "
                                       "context length, expiration date, removals and returns.")
     show.add_argument("model", metavar="MODEL", help="the model id, e.g. z-ai/glm-4.7")
     show.add_argument("--watch", help="only this watch (default: every watch that saw it)")
-    health = sub.add_parser("health", parents=[common],
+    health = add("health", parents=[common],
                             help="ask the running daemon's /healthz (exit 0 healthy, 1 not)",
                             description="GET /healthz of the running daemon and print its "
                                         "answer; exit 0 when it is healthy, 1 when not or "
@@ -153,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "http.listen address, asked on loopback)")
     health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                         help="give up after this long (default: 5)")
-    prune = sub.add_parser("prune", parents=[common],
+    prune = add("prune", parents=[common],
                            help="remove what the retention settings say is old",
                            description="Apply the config's retention: collapse old unchanged "
                                        "checks to one per watch and day, delete old sent, "
@@ -164,11 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "this once a day by itself; this command needs the state "
                                        "to itself (stop the daemon first).")
     prune.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
-    sub.add_parser("vacuum", parents=[common], help="give free space in the state back to the disk",
+    add("vacuum", parents=[common], help="give free space in the state back to the disk",
                    description="Rewrite the state database without its free pages (after a "
                                "prune). Needs the state to itself and about its size in free "
                                "disk space while it runs.")
-    sub.add_parser("demo", parents=[common],
+    add("demo", parents=[common],
                    help="replay bundled real snapshots offline through the real pipeline",
                    description="Start a loopback server that replays four real responses "
                                "from January 2026 and watch it with the default config and "
@@ -188,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run_command(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     log.configure(args.log_level or "info")
     try:
         handler = COMMANDS[args.command]
@@ -204,6 +214,8 @@ def run_command(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace, *, warn: bool = True) -> config.Settings:
+    from watcher import config
+
     settings = config.load(config.find_config(args.config))
     log.redactor.update(settings.secrets)
     log.configure(args.log_level or settings.log_level)
@@ -224,11 +236,15 @@ def _say(text: str) -> None:
 
 def _print_json(document: Any) -> None:
     """One JSON object on a line of stdout (orjson escapes newlines and C0 controls)."""
+    import orjson
+
     sys.stdout.write(escape.json_line(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
                                       .decode()) + "\n")
 
 
 def _print_events(events: Sequence[Event], fmt: str) -> None:
+    from watcher.notify.render import line
+
     for event in events:
         if fmt == "json":
             _print_json(event)
@@ -240,6 +256,7 @@ def _print_events(events: Sequence[Event], fmt: str) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from watcher import preflight
+    from watcher.store import DB_NAME, Store
 
     settings = _settings(args, warn=False)
     if (settings.state_dir / DB_NAME).is_file():
@@ -260,6 +277,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     from watcher import preflight
     from watcher.app import run_once
+    from watcher.store import Store
 
     settings = _settings(args, warn=False)
     preflight.check_targets(settings)  # a bad target is a config error before any state error
@@ -283,7 +301,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: str) -> None:
-    from watcher.notify.render import Queued, compose
+    from watcher.notify.render import Queued, compose, line
 
     today = datetime.now(UTC).date()
     for result in results:
@@ -313,6 +331,16 @@ def _print_dry_run(settings: config.Settings, results: list[CycleResult], fmt: s
                               rule=rule, public_url=_public_url(settings))
             _say(f"\n--- {target} would get ({message.format}) ---\n"
                  f"{message.title}  [{message.notify_type}]\n\n{message.body}")
+
+
+def _event_type(text: str) -> str:
+    """``history --type``: one of the event types (loaded only when the option is given)."""
+    from watcher.events import EVENT_TYPES
+
+    if text not in EVENT_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"unknown event type {text!r} (known: {', '.join(sorted(EVENT_TYPES))})")
+    return text
 
 
 def _public_url(settings: config.Settings) -> str | None:
@@ -380,6 +408,10 @@ async def _test_notify(settings: config.Settings, names: list[str]) -> dict[str,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import orjson
+
+    from watcher.store import Store, empty_target_status
+
     settings = _settings(args)
     with Store.open(settings.state_dir, readonly=True) as store:
         checks, targets = store.last_checks(), store.outbox_status()
@@ -434,6 +466,8 @@ def _since(text: str | None, option: str) -> float | None:
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
+    from watcher.store import Store, empty_target_status
+
     settings = _settings(args)
     since = _since(args.since, "--since")
     unknown = [n for n in args.targets if n not in settings.targets]
@@ -514,6 +548,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from watcher import preflight
+    from watcher.store import Store
 
     # A stop asked for while starting up (before the event loop owns the signals) is kept,
     # not obeyed by the default handler: the daemon then stops cleanly right away.
@@ -597,6 +632,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from watcher.store import EventQuery, Store
     from watcher.web.filters import FilterError, Filters
 
     settings = _settings(args)
@@ -643,6 +679,8 @@ def _cell(value: Any) -> str:
     A plain number stays as it is (``change_pct`` ``-60.0``, the variable price ``"-1"``):
     it cannot be a formula, and a quote would turn it into text.
     """
+    import orjson
+
     if value is None:
         return ""
     text = orjson.dumps(value).decode() if isinstance(value, (dict, list)) else str(value)
@@ -652,6 +690,7 @@ def _cell(value: Any) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from watcher.store import Store
     from watcher.timeline import timeline
     from watcher.usage import usage_30d
 
@@ -717,6 +756,7 @@ def _read_snapshot(path: Path) -> snapshot.Snapshot:
 def cmd_diff(args: argparse.Namespace) -> int:
     from watcher.diff import diff
     from watcher.events import events_from_changes
+    from watcher.notify.render import line
     from watcher.rules.match import route
 
     old, new = _read_snapshot(args.old), _read_snapshot(args.new)
@@ -749,6 +789,7 @@ async def _demo() -> int:
     from watcher import demo
     from watcher.app import App
     from watcher.fetch import new_session
+    from watcher.store import Store
 
     snapshots = demo.bundled_snapshots()
     with demo.temp_state() as state_dir:
@@ -779,6 +820,8 @@ async def _demo() -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from watcher.store import Pruned, Store
+
     settings = _settings(args)
     with Store.open(settings.state_dir, readonly=args.dry_run) as store:
         pruned = Pruned()
@@ -794,6 +837,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_vacuum(args: argparse.Namespace) -> int:
+    from watcher.store import Store
+
     settings = _settings(args)
     with Store.open(settings.state_dir) as store:
         before, after = store.vacuum()

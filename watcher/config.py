@@ -12,11 +12,9 @@ also collected in :attr:`Settings.secrets`, so that logging can redact it.
 from __future__ import annotations
 
 import glob
-import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -188,6 +186,8 @@ def public_watch(settings: Settings, watch: Watch) -> Watch | None:
 
 def packaged_config() -> Path:
     """The default config shipped inside the package."""
+    from importlib import resources  # noqa: PLC0415 - not at every start (cli.py)
+
     return Path(str(resources.files("watcher") / "defaults" / "openrouter-watcher.yaml"))
 
 
@@ -569,6 +569,8 @@ def url_secrets(url: str) -> list[str]:
 
 def _is_address(value: str) -> bool:
     """An IP address or a port number: a place, never a secret."""
+    import ipaddress  # noqa: PLC0415 - not at every start (cli.py)
+
     if value.isdigit():
         return True
     try:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from watcher.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 Path = tuple[str, ...]
 _SCALARS = (str, int, float, bool)
@@ -210,6 +212,8 @@ def as_decimal(value: Any) -> Decimal | None:
 def _decimal(value: str) -> Decimal | None:
     """:func:`as_decimal` of a string; remembered, since a catalogue holds few distinct
     prices and a model's timeline reads each of them thousands of times."""
+    from decimal import Decimal, InvalidOperation  # noqa: PLC0415 - not at every start (cli.py)
+
     try:
         number = Decimal(value)
     except InvalidOperation:

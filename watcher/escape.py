@@ -16,7 +16,6 @@ The newlines we write ourselves are added after this, so they stay.
 from __future__ import annotations
 
 import re
-from html import escape as html_escape
 
 # C0 and C1 controls, DEL, line/paragraph separators, bidirectional embeddings, overrides and
 # isolates ("Trojan source"), and lone surrogates (which no encoder can write).
@@ -58,6 +57,8 @@ def markdown(text: str) -> str:
 def html(text: str) -> str:
     """Plain text for an HTML body or attribute: :func:`html.escape`, but an apostrophe stays
     one (``quote=True`` would also write ``'`` as ``&#x27;``, changing every message)."""
+    from html import escape as html_escape  # noqa: PLC0415 - not at every start (cli.py)
+
     return html_escape(plain(text), quote=False).replace('"', "&quot;")
 
 

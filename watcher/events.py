@@ -12,18 +12,19 @@ Every event is a flat JSON object with the same keys everywhere (``once --format
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from datetime import date
-from decimal import Context, Decimal, localcontext
-from typing import Any, Literal, Required, TypedDict, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict, cast, get_args
 
 import orjson
 
 from watcher.clock import days_left
 from watcher.diff import MAX_DIGITS, Change, as_decimal
 from watcher.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 EventType = Literal[
     "model_added", "model_removed", "price_changed",
@@ -111,6 +112,8 @@ def _is_set(value: Any) -> bool:
 def change_pct(old: Any, new: Any) -> float | None:
     """Percent change from ``old`` to ``new``, rounded to 0.1; None when old is 0 or either
     is not a number the diff computes with (see :func:`watcher.diff.as_decimal`)."""
+    from decimal import Context, localcontext  # noqa: PLC0415 - not at every start (cli.py)
+
     a, b = _number(old), _number(new)
     if a is None or b is None or a <= 0 or b < 0:
         return None
@@ -171,6 +174,8 @@ def change_key(scope: str, event: Event) -> str:
     if event["type"] not in ("model_added", "model_removed", "model_unavailable_to_account",
                              "model_available_to_account"):
         keep += ("old", "new")
+    import hashlib  # noqa: PLC0415 - not at every start (cli.py)
+
     identity = orjson.dumps([scope, *(event.get(k) for k in keep)], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(identity).hexdigest()[:32]
 

@@ -10,8 +10,6 @@ revealed value (an Apprise error that quotes its URL).
 
 from __future__ import annotations
 
-import hmac
-
 MASKED = "Secret('****')"
 
 
@@ -45,6 +43,8 @@ class Secret:
         value = other.reveal() if isinstance(other, Secret) else other
         if not isinstance(value, str):
             return NotImplemented
+        import hmac  # noqa: PLC0415 - not at every start (cli.py)
+
         return hmac.compare_digest(self._value.encode(), value.encode())
 
     def __hash__(self) -> int:

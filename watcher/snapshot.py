@@ -15,7 +15,6 @@ deep but writes at most 254, so a model nested deeper is refused here, as a
 from __future__ import annotations
 
 import gc
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -55,6 +54,8 @@ class Snapshot:
     @cached_property
     def digest(self) -> str:
         """Content hash: the same for the same models, whatever their order in ``data``."""
+        import hashlib  # noqa: PLC0415 - not at every start (cli.py)
+
         h = hashlib.blake2b(digest_size=16)
         fingerprints = self.fingerprints
         for model_id in self.ids:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import os
 import sqlite3
 import uuid
@@ -215,6 +214,8 @@ class Group:
     @property
     def idempotency_key(self) -> str:
         """The same for every attempt at this message, so receivers can drop repeats."""
+        import hashlib  # noqa: PLC0415 - not at every start (cli.py)
+
         ids = ",".join(str(r) for r in sorted(self.rows))
         return hashlib.sha256(f"{self.target}|{ids}".encode()).hexdigest()[:32]
 

@@ -39,7 +39,6 @@ decides when to commit.
 from __future__ import annotations
 
 import functools
-import hashlib
 import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping
@@ -62,6 +61,8 @@ BRIEF_KEYS = ("name", "pricing", "context_length", "expiration_date")
 
 def version_digest(data: bytes) -> bytes:
     """The address of one model version: BLAKE2b-128 of its canonical JSON."""
+    import hashlib  # noqa: PLC0415 - not at every start (cli.py)
+
     return hashlib.blake2b(data, digest_size=16).digest()
 
 

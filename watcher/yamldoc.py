@@ -35,11 +35,13 @@ _ALLOWED_TAGS = frozenset({_NULL_TAG, _BOOL_TAG, _INT_TAG, _FLOAT_TAG, _STR_TAG,
                            "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
-class _Loader(yaml.SafeLoader):
-    """The safe loader, with a bound on how deep the (recursive) composer may go."""
+class _Composer(yaml.composer.Composer, yaml.resolver.Resolver):
+    """YAML events into nodes (never objects), with a bound on how deep the (recursive)
+    composer may go. The events come from the parser mixed in below."""
 
-    def __init__(self, stream: str, path: Path) -> None:
-        super().__init__(stream)
+    def __init__(self, path: Path) -> None:
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self._path = path
         self._depth = 0
 
@@ -47,11 +49,39 @@ class _Loader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                line = self.peek_event().start_mark.line + 1  # type: ignore[attr-defined]
                 raise ConfigError(f"{self._path}:{line}: YAML nested more than {MAX_DEPTH} deep")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class _PyLoader(_Composer, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """PyYAML's own reader, scanner and parser, for a PyYAML built without libyaml."""
+
+    def __init__(self, stream: str, path: Path) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _Composer.__init__(self, path)
+
+
+_Loader: type[_PyLoader | _CLoader]
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _CLoader(_Composer, CParser):
+        """libyaml's parser (PyYAML's wheels have it): it reads a file ~8x faster than
+        PyYAML's own, most of what ``status`` and ``history`` spend on their config. Its error
+        texts are libyaml's, and it stops a flow nested 1,000 deep by itself."""
+
+        def __init__(self, stream: str, path: Path) -> None:
+            CParser.__init__(self, stream)
+            _Composer.__init__(self, path)
+
+    _Loader = _CLoader
+else:  # pragma: no cover - a PyYAML built without libyaml
+    _Loader = _PyLoader
 
 
 @dataclass
