@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
-from watcher import escape, impact
+from watcher import escape
 from watcher.clock import days_left
 from watcher.diff import as_decimal
 from watcher.errors import TemplateRefused
@@ -359,6 +359,8 @@ def _by_impact(per_model: dict[str, list[str]], of_model: dict[str, list[Event]]
                ) -> list[tuple[str, list[str]]]:
     """The lines of a section, the largest absolute impact (or 30-day spend) first, those
     without usage last; the sort is stable, so equal or unknown ones keep the id order."""
+    from watcher import impact  # noqa: PLC0415 - not at every start (cli.py): digests only
+
     weights = {model: impact.order_key(of_model[model]) for model in per_model}
     return sorted(per_model.items(), key=lambda item: (
         weights[item[0]] is None, -(weights[item[0]] or 0.0)))
