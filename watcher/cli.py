@@ -259,8 +259,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from watcher.store import DB_NAME, Store
 
     settings = _settings(args, warn=False)
-    if (settings.state_dir / DB_NAME).is_file():
-        with Store.open(settings.state_dir, readonly=True) as store:
+    if settings.database is None and (settings.state_dir / DB_NAME).is_file():
+        with Store.open(settings.state, readonly=True) as store:
             warnings = preflight.verify(settings, store)
     else:
         warnings = preflight.verify(settings, None)
@@ -281,7 +281,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     settings = _settings(args, warn=False)
     preflight.check_targets(settings)  # a bad target is a config error before any state error
-    with Store.open(settings.state_dir, readonly=args.dry_run) as store:
+    with Store.open(settings.state, readonly=args.dry_run) as store:
         _log_warnings(preflight.verify(settings, store))
         # With --format json stdout carries only events: console:// digests go to stderr.
         console = sys.stderr if args.format == "json" else sys.stdout
@@ -413,7 +413,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from watcher.store import Store, empty_target_status
 
     settings = _settings(args)
-    with Store.open(settings.state_dir, readonly=True) as store:
+    with Store.open(settings.state, readonly=True) as store:
         checks, targets = store.last_checks(), store.outbox_status()
     dead = sorted(name for name, entry in targets.items() if entry["dead"])
     code = EXIT_FAILED if dead else EXIT_OK
@@ -477,11 +477,11 @@ def cmd_resend(args: argparse.Namespace) -> int:
                           "the dead letters of a target no longer configured)")
     names = args.targets or sorted(settings.targets)
     try:
-        store = Store.open(settings.state_dir)
+        store = Store.open(settings.state)
     except StateInUseError:
         # The daemon is the one sender: put the dead letters back and let it send them.
         try:
-            with Store.open_beside_writer(settings.state_dir) as side:
+            with Store.open_beside_writer(settings.state) as side:
                 counts = side.requeue_dead(time.time(), targets=names, since=since,
                                            drop=args.drop)
         except StateError as exc:
@@ -558,7 +558,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings(args, warn=False)
     preflight.check_targets(settings)  # a bad target is a config error before any state error
-    with Store.open(settings.state_dir) as store:
+    with Store.open(settings.state) as store:
         _log_warnings(preflight.verify(settings, store))
         return asyncio.run(_daemon(settings, store, early=early))
 
@@ -641,7 +641,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             datetime.now(UTC)).since
     except FilterError as exc:
         raise ConfigError(f"--{exc}") from None
-    with Store.open(settings.state_dir, readonly=True) as store:
+    with Store.open(settings.state, readonly=True) as store:
         events = store.events(EventQuery(watch=args.watch, model_glob=args.model,
                                          type=args.type, since=since, limit=args.limit))
     if args.format == "csv":
@@ -695,7 +695,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from watcher.usage import usage_30d
 
     settings = _settings(args)
-    with Store.open(settings.state_dir, readonly=True) as store:
+    with Store.open(settings.state, readonly=True) as store:
         watches = [args.watch] if args.watch else store.watches()
         stories = [timeline(args.model, store.model_states(w, args.model), watch=w) for w in watches]
         spent = usage_30d(store, args.model)
@@ -796,7 +796,7 @@ async def _demo() -> int:
         async with demo.replay_server([body for _, body in snapshots]) as url:
             settings = demo.demo_settings(url, Path(state_dir))
             print(f"Replaying {len(snapshots)} real /api/v1/models responses from {url}\n")
-            with Store.open(settings.state_dir) as store:
+            with Store.open(settings.state) as store:
                 # The clock reads each snapshot's own time, so dates and reminders are as
                 # they were then.
                 now = {"at": datetime.now(UTC)}
@@ -823,7 +823,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from watcher.store import Pruned, Store
 
     settings = _settings(args)
-    with Store.open(settings.state_dir, readonly=args.dry_run) as store:
+    with Store.open(settings.state, readonly=args.dry_run) as store:
         pruned = Pruned()
         for pruned in store.prune(settings.retention, time.time(), dry_run=args.dry_run):
             log.get().debug("state.prune_batch", removed=pruned.total())
@@ -840,9 +840,9 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
     from watcher.store import Store
 
     settings = _settings(args)
-    with Store.open(settings.state_dir) as store:
+    with Store.open(settings.state) as store:
         before, after = store.vacuum()
-    print(f"{store.path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    print(f"{store.where}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     return EXIT_OK
 
 

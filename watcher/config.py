@@ -155,6 +155,22 @@ class Http:
 
 
 @dataclass(frozen=True)
+class Database:
+    """The state in PostgreSQL (``state:`` in the config): a libpq URL without a password,
+    and the password, from a file or the environment, as a Secret."""
+
+    url: str                         # postgresql://user@host:port/dbname[?sslmode=...]
+    password: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if self.password is not None:
+            object.__setattr__(self, "password", Secret.of(self.password))
+
+    def __str__(self) -> str:
+        return self.url  # never holds a password: the config refuses one in the URL
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon needs, validated."""
 
@@ -173,6 +189,12 @@ class Settings:
     http: Http | None = None        # None: no listener
     retention: Retention = field(default_factory=Retention)
     usage: Usage | None = None      # None: no usage, events carry no impact fields
+    database: Database | None = None  # ``state:``: the state in PostgreSQL, not state_dir
+
+    @property
+    def state(self) -> Path | Database:
+        """Where the state is: the SQLite state directory, or the PostgreSQL database."""
+        return self.database if self.database is not None else self.state_dir
 
 
 def public_watch(settings: Settings, watch: Watch) -> Watch | None:
@@ -206,7 +228,8 @@ def find_config(explicit: str | None) -> Path:
 def load(path: Path) -> Settings:
     """Read and validate the config at ``path`` and every rule file it names."""
     loading = _Loading(path.parent)
-    settings = _read(yamldoc.load(path), loading.keys())
+    keys = loading.keys()
+    settings = _fields(_mapping(yamldoc.load(path), keys, exclusive=("state_dir", "state")), keys)
     settings.setdefault("state_dir", _default_state_dir())
     settings["targets"] = loading.targets
     settings["rules"] = load_rule_files(settings.get("rule_files", ()),
@@ -286,6 +309,7 @@ class _Loading:
     def keys(self) -> tuple[Key, ...]:
         return (
             Key("state_dir", self._state_dir),
+            Key("state", self._database, into="database"),
             Key("watches", self._watches, required=True),
             Key("targets", self._targets),
             Key("rules", self._rule_files, into="rule_files"),
@@ -300,6 +324,22 @@ class _Loading:
 
     def _state_dir(self, value: yamldoc.Value) -> Path:
         return self.base / value.string(expand_env=True)
+
+    def _database(self, value: yamldoc.Value) -> Database:
+        """``state: postgresql://...``, or a mapping of ``url`` and ``password_file`` or
+        ``password_env``."""
+        if isinstance(value.node, yaml.ScalarNode):
+            return Database(url=_database_url(value))
+        found = _mapping(value, DATABASE_KEYS, exclusive=("password_file", "password_env"))
+        password = None
+        if "password_file" in found:
+            password = _read_secret_file(found["password_file"], self.base)
+        elif "password_env" in found:
+            password = _api_key_env(found["password_env"]).reveal()
+        if password is not None:
+            self.secrets.append(password)
+        return Database(url=_database_url(found["url"]),
+                        password=None if password is None else Secret(password))
 
     def _target_url(self, value: yamldoc.Value) -> str:
         return value.string(expand_env=True, secrets=self.secrets)
@@ -425,6 +465,22 @@ def _watch_url(value: yamldoc.Value) -> str:
     return url
 
 
+def _database_url(value: yamldoc.Value) -> str:
+    """A PostgreSQL URL with a database name and no password in it."""
+    url = value.string(expand_env=True).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise value.error("expected a postgresql://user@host:port/database URL (the SQLite "
+                          "state is state_dir: a directory)")
+    if parts.password is not None:
+        raise value.error("the URL holds a password: give it in password_file or password_env "
+                          "instead (state: {url: ..., password_file: ...}), so that it is never "
+                          "printed")
+    if not parts.path.strip("/"):
+        raise value.error("the URL names no database: postgresql://user@host:port/DATABASE")
+    return url
+
+
 def _api_key_env(value: yamldoc.Value) -> Secret:
     var = value.string()
     key = os.environ.get(var)
@@ -457,6 +513,11 @@ TARGET_KEYS = (  # after url or url_file, which the load reads (they are secrets
     Key("max_length", _integer(minimum=200)),
     Key("title", compile_template),
     Key("body", compile_template),
+)
+DATABASE_KEYS = (  # read by _Loading._database: the password is a secret
+    Key("url", lambda value: value, required=True),
+    Key("password_file", lambda value: value),
+    Key("password_env", lambda value: value),
 )
 FOREVER = ("forever", "never")  # "keep forever", "never prune": both read naturally
 

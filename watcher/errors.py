@@ -6,6 +6,8 @@
     ├── ConfigError              a config or rule file is wrong: file, line and key in the message
     ├── StateError               the state database cannot be opened, read or written
     │   └── StateInUseError      another process (a running daemon) holds the writer lock
+    ├── BackendError             a PostgreSQL driver error, translated by ``pgstate``; the
+    │                            store turns it into a StateError like sqlite3's own
     ├── FetchError               an HTTP poll failed; ``retryable`` says whether to try again
     │   └── AuthError            401, 402 or 403: the key or the account needs a person
     ├── SnapshotError            a response is not a model list we can trust
@@ -34,6 +36,11 @@ class StateError(WatcherError):
 
 class StateInUseError(StateError):
     """Another openrouter-watcher holds the state directory's writer lock."""
+
+
+class BackendError(WatcherError):
+    """A statement failed on PostgreSQL (psycopg's error, its text only); never leaves
+    :mod:`watcher.store`, which reports it as it reports ``sqlite3.Error``."""
 
 
 class FetchError(WatcherError):

@@ -1,8 +1,14 @@
-"""SQLite state: snapshots, checks, events and the notification outbox.
+"""The state: snapshots, checks, events and the notification outbox.
 
-One file in ``state_dir``, WAL mode.  A snapshot is stored only when its content changes,
-as the model versions that changed (see :mod:`watcher.versions`).  Everything a poll
-cycle learns is written in one transaction, so a crash leaves either all of it or none.
+SQLite by default: one file in ``state_dir``, WAL mode.  Or PostgreSQL (``state:
+postgresql://...``): the same SQL and schema through :mod:`watcher.pgstate`, which speaks
+this module's SQLite dialect to the server; what is SQLite's own here (the file, its lock,
+PRAGMAs, the write-ahead log) is done for SQLite only, and several processes may open one
+PostgreSQL state (which of them writes is the leader's election, not this module's).
+
+A snapshot is stored only when its content changes, as the model versions that changed
+(see :mod:`watcher.versions`).  Everything a poll cycle learns is written in one
+transaction, so a crash leaves either all of it or none.
 
 A database that cannot be opened or fails its integrity check raises
 :class:`StateError`: it is never treated as empty, which would report every model as new.
@@ -38,12 +44,16 @@ import orjson
 
 from watcher import log, snapshot, versions
 from watcher.clock import iso
-from watcher.config import Retention
-from watcher.errors import StateError, StateInUseError
+from watcher.config import Database, Retention
+from watcher.errors import BackendError, StateError, StateInUseError
 from watcher.events import Event
 
 if TYPE_CHECKING:
     from watcher.notify.templates import Template
+
+# What a statement may raise on either backend (pgstate turns psycopg's errors into
+# BackendError, so this module never imports psycopg).
+DB_ERRORS = (sqlite3.Error, BackendError)
 
 DB_NAME = "openrouter-watcher.sqlite3"
 # 8: the usage table (issue 15); 9: outbox templates (issue 13); the integrator may renumber
@@ -275,9 +285,12 @@ class EventQuery:
 class Store:
     """The state database of one daemon."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None, *,
+                 database: Database | None = None) -> None:
         self._conn = conn
-        self.path = path
+        self.path = path                # the SQLite file; None on PostgreSQL
+        self.database = database        # the PostgreSQL state; None on SQLite
+        self.where = str(database) if database is not None else str(path)  # for messages
         self._lock: int | None = None  # the state directory's lock, held by a writer
         # The latest stored snapshot of each watch, as this connection last wrote or read
         # it: a changed commit then writes the models whose bytes differ from it without
@@ -285,14 +298,17 @@ class Store:
         self._latest: dict[str, snapshot.Snapshot] = {}
 
     @classmethod
-    def open(cls, state_dir: Path, *, readonly: bool = False) -> Store:
-        """Open (or create) the database in ``state_dir``; :class:`StateError` if unusable.
+    def open(cls, state_dir: Path | Database, *, readonly: bool = False) -> Store:
+        """Open (or create) the database in ``state_dir``, or the PostgreSQL ``Database``;
+        :class:`StateError` if unusable.
 
-        A writer holds a lock on the state directory for as long as it is open: two
+        A SQLite writer holds a lock on the state directory for as long as it is open: two
         processes sending from one outbox would send its messages twice.  ``readonly``
         (``status``, ``history``, ``show``, ``once --dry-run``) takes no lock and writes
         nothing, so it works beside a running daemon.
         """
+        if isinstance(state_dir, Database):
+            return cls._open_postgresql(state_dir, readonly=readonly)
         path = state_dir / DB_NAME
         if readonly:
             if not path.is_file():
@@ -347,6 +363,48 @@ class Store:
         return store
 
     @classmethod
+    def _open_postgresql(cls, database: Database, *, readonly: bool) -> Store:
+        """The state in PostgreSQL: created in its (empty) database by the first writer
+        that opens it, refused when a newer release wrote it."""
+        from watcher import pgstate  # noqa: PLC0415 - imports psycopg: PostgreSQL states only
+
+        conn = pgstate.connect(database, readonly=readonly)
+        store = cls(cast("sqlite3.Connection", conn), None, database=database)
+        try:
+            version = store._pg_version()
+            if readonly and version == 0:
+                raise StateError(f"{database}: no state yet: `once` or `run` records it")
+            if version > SCHEMA_VERSION or (readonly and version < SCHEMA_VERSION):
+                age = "an older" if version < SCHEMA_VERSION else "a newer"
+                raise StateError(f"{database}: written by {age} openrouter-watcher (schema "
+                                 f"{version}, this one knows {SCHEMA_VERSION})")
+            if version < SCHEMA_VERSION:
+                _upgrade(store._conn, version, Path(str(database)))
+        except DB_ERRORS as exc:
+            conn.close()
+            raise StateError(f"{database}: cannot use the state database: {exc}") from None
+        except StateError:
+            conn.close()
+            raise
+        return store
+
+    def _pg_version(self) -> int:
+        """The schema version of a PostgreSQL state; 0 for an empty database."""
+        (table,) = self._conn.execute("SELECT to_regclass('watcher_schema')").fetchone()
+        if table is None:
+            return 0
+        row = self._conn.execute("SELECT MAX(version) FROM watcher_schema").fetchone()
+        return int(row[0] or 0)
+
+    def reader(self) -> Store:
+        """Another read-only store on the same state, for a reader in another thread (a
+        connection serves one thread)."""
+        if self.database is not None:
+            return Store.open(self.database, readonly=True)
+        assert self.path is not None  # one of the two is set
+        return Store.open_reader(self.path)
+
+    @classmethod
     def open_reader(cls, path: Path) -> Store:
         """A read-only connection to the existing database at ``path``, for a reader in
         another thread (the web pages build timelines off the daemon's loop) or process.
@@ -368,11 +426,13 @@ class Store:
         return cls(conn, path)
 
     @classmethod
-    def open_beside_writer(cls, state_dir: Path) -> Store:
+    def open_beside_writer(cls, state_dir: Path | Database) -> Store:
         """A connection that may write beside the process holding the writer lock, for
         ``resend`` next to a running daemon: it only moves dead letters back to pending in
         one transaction (SQLite serialises it with the daemon's writes), and the daemon,
         the one sender, picks them up.  Nothing else may write through it."""
+        if isinstance(state_dir, Database):
+            return cls.open(state_dir)  # PostgreSQL has no writer lock to step around
         path = state_dir / DB_NAME
         if not path.is_file():
             raise StateError(f"{path}: no state yet: `once` or `run` records it")
@@ -417,8 +477,8 @@ class Store:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: write failed: {exc}{_hint(exc)}") from None
+        except DB_ERRORS as exc:
+            raise StateError(f"{self.where}: write failed: {exc}{_hint(exc)}") from None
 
     def latest_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The baseline of ``watch``: its newest stored snapshot, or None before the first."""
@@ -440,10 +500,10 @@ class Store:
         (DISTINCT read every span of the watch, briefs and all: 117 ms warm, 2 s cold, on
         a two-year history, at every start and reload)."""
         return {r[0] for r in self._read(
-            "WITH RECURSIVE m(name) AS (SELECT MIN(model) FROM spans WHERE watch = ?1 "
-            "UNION ALL SELECT (SELECT MIN(model) FROM spans WHERE watch = ?1 AND model > m.name) "
+            "WITH RECURSIVE m(name) AS (SELECT MIN(model) FROM spans WHERE watch = ? "
+            "UNION ALL SELECT (SELECT MIN(model) FROM spans WHERE watch = ? AND model > m.name) "
             "FROM m WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL",
-            (watch,))}
+            (watch, watch))}
 
     def model_states(self, watch: str, model: str) -> versions.ModelStates:
         """Every stored state of ``model`` in ``watch``, oldest first, with the field events
@@ -519,10 +579,10 @@ class Store:
         stored row that ``versions`` cannot rebuild ("stored ``what`` is damaged")."""
         try:
             yield
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot read {what}: {exc}") from None
+        except DB_ERRORS as exc:
+            raise StateError(f"{self.where}: cannot read {what}: {exc}") from None
         except StateError as exc:
-            raise StateError(f"{self.path}: stored {what} is damaged: {exc}") from None
+            raise StateError(f"{self.where}: stored {what} is damaged: {exc}") from None
 
     def commit_cycle(self, watch: str, at: str, snap: snapshot.Snapshot | None, outcome: str,
                      events: Sequence[Event], alerts: Sequence[Alert] = (), *,
@@ -716,8 +776,9 @@ class Store:
             where.append("type = ?")
             args.append(query.type)
         if query.model_glob:
-            where.append("model GLOB ?")
-            args.append(query.model_glob)
+            where.append("model GLOB ?")  # pgstate: "~", a regular expression
+            args.append(query.model_glob if self.database is None
+                        else _glob_regex(query.model_glob))
         if query.since:
             # Events are stored as they are detected, so ids grow with detected_at: the
             # first id at or after ``since`` (found in the time index) bounds the scan.
@@ -773,7 +834,8 @@ class Store:
                   r.byok_usage_inference, r.requests, r.prompt_tokens, r.completion_tokens,
                   r.reasoning_tokens) for r in fresh])
             tx.execute("INSERT INTO meta (key, value) VALUES ('usage_through', ?) ON CONFLICT "
-                       "(key) DO UPDATE SET value = max(value, excluded.value)", (through,))
+                       "(key) DO UPDATE SET value = CASE WHEN excluded.value > meta.value THEN "
+                       "excluded.value ELSE meta.value END", (through,))
         return len(fresh)
 
     def usage_rows(self, *, since: str | None = None, model: str | None = None
@@ -924,7 +986,10 @@ class Store:
         own, so that a worker thread can do it while this one goes on writing (PASSIVE: it
         waits for no reader or writer).  SQLite does it by itself in the commit that crosses
         1,000 log pages: copying them and syncing took that commit past 50 ms, which the
-        daemon's loop, pruning in many small transactions, must not wait for."""
+        daemon's loop, pruning in many small transactions, must not wait for.  PostgreSQL
+        checkpoints by itself: nothing to do."""
+        if self.path is None:
+            return
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
             try:
@@ -935,7 +1000,20 @@ class Store:
             raise StateError(f"{self.path}: checkpoint failed: {exc}{_hint(exc)}") from None
 
     def vacuum(self) -> tuple[int, int]:
-        """Give the free pages back to the file system; its size (bytes) before and after."""
+        """Give the free pages back to the file system; its size (bytes) before and after.
+
+        On PostgreSQL: VACUUM (ANALYZE), which makes dead rows' room reusable and updates
+        the planner's statistics without locking out the other instances (VACUUM FULL would,
+        table by table); the database's size before and after."""
+        if self.path is None:
+            size = "SELECT pg_database_size(current_database())"
+            try:
+                (before,) = self._conn.execute(size).fetchone()
+                self._conn.execute("VACUUM (ANALYZE)")
+                (after,) = self._conn.execute(size).fetchone()
+            except DB_ERRORS as exc:
+                raise StateError(f"{self.where}: vacuum failed: {exc}") from None
+            return int(before), int(after)
         before = self.path.stat().st_size
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -1014,8 +1092,20 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
     one, in one transaction: a crash or a kill leaves the old database as it was, and the
     next start migrates again."""
     logger = log.get()
+    postgresql = not isinstance(conn, sqlite3.Connection)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if postgresql:  # instances starting together: one creates (or upgrades), the rest wait
+            from watcher import pgstate  # noqa: PLC0415 - imports psycopg
+
+            conn.execute(f"SELECT pg_advisory_xact_lock({pgstate.SCHEMA_LOCK})")
+            conn.execute(pgstate.VERSION_TABLE)
+            (done,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM watcher_schema"
+                                   ).fetchone()
+            if done >= SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+        # The steps from schema 1-8 are SQLite's: PostgreSQL states begin at schema 9.
         if version == 1:  # 1 -> 2: checks.digest, for holds that outlive the process
             conn.execute("ALTER TABLE checks ADD COLUMN digest TEXT")
         if 1 <= version < 3:  # 2 -> 3: one alert per change across the watches of a host
@@ -1039,7 +1129,8 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
         if 1 <= version < 9:  # 8 -> 9: the outbox keeps the rule's templates it renders with
             for column in ("title_tpl TEXT", "body_tpl TEXT"):
                 conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
-        for statement in SCHEMA.split(";"):  # executescript would commit first (no ";" in comments)
+        statements = pgstate.schema(SCHEMA) if postgresql else SCHEMA.split(";")
+        for statement in statements:  # executescript would commit first (no ";" in comments)
             if statement.strip():
                 conn.execute(statement)
         if 1 <= version < 4:
@@ -1063,7 +1154,13 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             logger.info("state.migrated", spans=spans, schema=SCHEMA_VERSION)
         while versions.pack(conn, PACK_BATCH):  # what the migrated snapshots wrote
             pass
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if postgresql:
+            conn.execute("DELETE FROM watcher_schema")
+            conn.execute("INSERT INTO watcher_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)",
+                         (str(uuid.uuid4()),))
+        else:
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -1099,13 +1196,19 @@ def _all_in(ids: str | None, gone: set[int]) -> bool:
     return ids is None or all(int(i) in gone for i in ids.split(","))
 
 
-def _hint(exc: sqlite3.Error) -> str:
+def _hint(exc: Exception) -> str:
     """What a person can do about a write that failed for want of space."""
     text = str(exc).lower()
     if "full" in text or "disk i/o" in text:
         return (" (is the disk of the state directory full? Nothing is lost: what could not be "
                 "written is found again by the next poll once there is room)")
     return ""
+
+
+def _glob_regex(pattern: str) -> str:
+    from watcher import pgstate  # noqa: PLC0415 - imports psycopg: PostgreSQL states only
+
+    return pgstate.glob_regex(pattern)
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:

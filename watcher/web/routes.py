@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -217,13 +216,14 @@ async def api_usage(request: web.Request) -> web.Response:
 async def _stories(state: WebState, model_id: str, watch: str | None) -> list[dict[str, Any]]:
     watches = [watch] if watch else state.store.watches()
     async with state.timelines:
-        return await asyncio.to_thread(_read_stories, state.store.path, model_id, watches)
+        return await asyncio.to_thread(_read_stories, state.store.reader, model_id, watches)
 
 
-def _read_stories(path: Path, model_id: str, watches: list[str]) -> list[dict[str, Any]]:
+def _read_stories(open_reader: Callable[[], Store], model_id: str, watches: list[str]
+                  ) -> list[dict[str, Any]]:
     from watcher.usage import usage_30d  # noqa: PLC0415 - the pages need it only here
 
-    with Store.open_reader(path) as reader:
+    with open_reader() as reader:
         stories = [timeline(model_id, reader.model_states(w, model_id), watch=w) for w in watches]
         spent = usage_30d(reader, model_id)
     # As `show MODEL --format json` prints them.
