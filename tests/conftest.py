@@ -107,3 +107,19 @@ def state(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
     if backend == "sqlite":
         return tmp_path / "state"
     return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture
+def new_state(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """A maker of fresh, empty state locations on the test's backend (one per call: for
+    property tests, whose examples each need their own)."""
+    import itertools
+
+    count = itertools.count()
+    if backend == "sqlite":
+        return lambda: tmp_path / f"state-{next(count)}"
+    server = request.getfixturevalue("pg_server")
+    from tests import pg
+    from watcher.config import Database
+
+    return lambda: Database(url=server.url(server.database()), password=pg.PASSWORD)

@@ -1,4 +1,5 @@
-"""History you can see: a model's timeline, CSV export, and the account view."""
+"""History you can see: a model's timeline, CSV export, and the account view; each on both
+state backends (the ``state`` fixture)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes import DATA, FakeOpenRouter, Reply, snapshot_bytes
+from tests.pg import state_yaml
 from tests.test_cli import cli
 from watcher import config, fetch
 from watcher.app import App, unavailable_to_account
@@ -26,12 +29,14 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def replay_into(tmp_path: Path, server: FakeOpenRouter, steps: list[int]) -> Path:
+async def replay_into(tmp_path: Path, server: FakeOpenRouter, steps: list[int],
+                      state: Any = None) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(f"state_dir: state\nwatches: [{{name: models, url: '{server.url}', "
+    path.write_text(state_yaml(tmp_path / "state" if state is None else state, tmp_path)
+                    + f"watches: [{{name: models, url: '{server.url}', "
                     "interval: 1h}]\nexpiring_soon_days: []\n")
     settings = config.load(path)
-    store = Store.open(settings.state_dir)
+    store = Store.open(settings.state)
     now = [taken_at(steps[0])]
     async with fetch.new_session() as session:
         app = App(settings, store, session, clock=lambda: now[0])
@@ -45,8 +50,8 @@ async def replay_into(tmp_path: Path, server: FakeOpenRouter, steps: list[int]) 
 
 
 async def test_show_prints_every_price_of_a_model_over_time(
-        tmp_path: Path, fake_openrouter: FakeOpenRouter) -> None:
-    path = await replay_into(tmp_path, fake_openrouter, list(range(3, 15)))
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, state: Any) -> None:
+    path = await replay_into(tmp_path, fake_openrouter, list(range(3, 15)), state)
     proc = cli("show", "z-ai/glm-4.7", "--config", str(path), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     (story,) = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -64,8 +69,8 @@ async def test_show_prints_every_price_of_a_model_over_time(
 
 
 async def test_show_tells_removals_and_returns(tmp_path: Path,
-                                               fake_openrouter: FakeOpenRouter) -> None:
-    path = await replay_into(tmp_path, fake_openrouter, [18, 19, 20, 21, 22])
+                                               fake_openrouter: FakeOpenRouter, state: Any) -> None:
+    path = await replay_into(tmp_path, fake_openrouter, [18, 19, 20, 21, 22], state)
     proc = cli("show", "qwen/qwen-max", "--config", str(path), "--format", "json")
     (story,) = [json.loads(line) for line in proc.stdout.splitlines()]
     kinds = [(e["type"], e["detected_at"]) for e in story["events"]
@@ -82,8 +87,8 @@ async def test_show_tells_removals_and_returns(tmp_path: Path,
 
 
 async def test_history_csv_is_for_spreadsheets(tmp_path: Path,
-                                                fake_openrouter: FakeOpenRouter) -> None:
-    path = await replay_into(tmp_path, fake_openrouter, [10, 11])
+                                                fake_openrouter: FakeOpenRouter, state: Any) -> None:
+    path = await replay_into(tmp_path, fake_openrouter, [10, 11], state)
     rows = list(csv.DictReader(io.StringIO(
         cli("history", "--format", "csv", "--config", str(path)).stdout)))
     events = [json.loads(line) for line in
@@ -98,13 +103,12 @@ async def test_history_csv_is_for_spreadsheets(tmp_path: Path,
 
 
 @pytest.fixture
-def account_config(tmp_path: Path, fake_openrouter: FakeOpenRouter) -> Path:
+def account_config(tmp_path: Path, fake_openrouter: FakeOpenRouter, state: Any) -> Path:
     (tmp_path / "rules.yaml").write_text(
         "rules:\n  - {name: r, on: [model_removed, model_unavailable_to_account], "
         "notify: [console]}\n")
     path = tmp_path / "config.yaml"
-    path.write_text(f"""
-state_dir: state
+    path.write_text(state_yaml(state, tmp_path) + f"""
 watches:
   - {{name: models, url: "{fake_openrouter.url}", interval: 1h}}
   - {{name: my-models, url: "{fake_openrouter.url}/user", interval: 1h, api_key_env: KEY}}
@@ -124,7 +128,7 @@ async def test_models_the_account_loses_are_not_reported_as_removed_from_openrou
         account_config: Path, fake_openrouter: FakeOpenRouter, monkeypatch) -> None:
     monkeypatch.setenv("KEY", "sk-or-v1-test")
     settings = config.load(account_config)
-    store = Store.open(settings.state_dir)
+    store = Store.open(settings.state)
     async with fetch.new_session() as session:
         app = App(settings, store, session)
         public, mine = settings.watches

@@ -1,4 +1,8 @@
-"""Retention: what only says "nothing changed" goes; history, pending alerts and reminders stay."""
+"""Retention: what only says "nothing changed" goes; history, pending alerts and reminders stay.
+
+What retention keeps and removes is tested on both backends (the ``state`` fixture); how it
+reads and deletes (SQLite's query plans, its VM steps, a kill midway, the write-ahead log)
+is SQLite's alone."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import pytest
 from tests.daemon import wait_for
 from tests.fakes import snapshot_bytes
 from tests.legacy import write_schema2
+from tests.pg import state_yaml
 from tests.test_cli import cli
 from watcher import config, fetch, snapshot
 from watcher.app import App
@@ -38,7 +43,7 @@ def event(watch: str, model: str, at: datetime, new: str = "0.000001") -> dict:
                       field="pricing.prompt", old="0.0000005", new=new, change_pct=100.0)
 
 
-def fill(state_dir: Path, per_hour: int = 1) -> dict[str, list[int]]:
+def fill(state_dir: Path | config.Database, per_hour: int = 1) -> dict[str, list[int]]:
     """120 days of hourly unchanged checks of two watches, and changes whose messages were
     sent, cancelled, duplicated, dead-lettered or are still pending, 100 and 10 days ago."""
     rows: dict[str, list[int]] = {}
@@ -77,26 +82,20 @@ def fill(state_dir: Path, per_hour: int = 1) -> dict[str, list[int]]:
     return rows
 
 
-def states(state_dir: Path) -> dict[int, str]:
-    conn = sqlite3.connect(state_dir / DB_NAME)
-    try:
-        return dict(conn.execute("SELECT id, state FROM outbox").fetchall())
-    finally:
-        conn.close()
+def states(state: Path | config.Database) -> dict[int, str]:
+    with Store.open(state, readonly=True) as store:
+        return dict(store._read("SELECT id, state FROM outbox"))
 
 
-def unchanged_per_day(state_dir: Path, watch: str) -> dict[str, int]:
-    conn = sqlite3.connect(state_dir / DB_NAME)
-    try:
-        return dict(conn.execute(
+def unchanged_per_day(state: Path | config.Database, watch: str) -> dict[str, int]:
+    with Store.open(state, readonly=True) as store:
+        return dict(store._read(
             "SELECT substr(at, 1, 10), COUNT(*) FROM checks WHERE watch = ? AND "
-            "outcome = 'unchanged' AND events = 0 GROUP BY 1", (watch,)).fetchall())
-    finally:
-        conn.close()
+            "outcome = 'unchanged' AND events = 0 GROUP BY 1", (watch,)))
 
 
-def test_the_default_retention_keeps_history_and_what_is_pending(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_the_default_retention_keeps_history_and_what_is_pending(
+        state: Path | config.Database) -> None:
     rows = fill(state)
     assert set(states(state).values()) == {"sent", "duplicate", "dead", "pending"}
     with Store.open(state) as store:
@@ -135,8 +134,7 @@ def test_the_default_retention_keeps_history_and_what_is_pending(tmp_path: Path)
 
 
 def test_events_and_dead_letters_go_only_when_configured_and_never_while_pending(
-        tmp_path: Path) -> None:
-    state = tmp_path / "state"
+        state: Path | config.Database) -> None:
     rows = fill(state)
     retention = Retention(dead_letters=30 * 86400.0, events=60 * 86400.0)
     with Store.open(state) as store:
@@ -195,11 +193,10 @@ def test_each_prune_step_reads_one_window_however_long_the_history(tmp_path: Pat
     assert large < 1.5 * small
 
 
-def test_prune_and_vacuum_commands(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_prune_and_vacuum_commands(tmp_path: Path, state: Path | config.Database) -> None:
     fill(state)
     path = tmp_path / "config.yaml"
-    path.write_text("state_dir: state\nwatches:\n  - {name: a, url: 'http://127.0.0.1:9/api/v1/models', interval: 1h}\n"
+    path.write_text(state_yaml(state, tmp_path) + "watches:\n  - {name: a, url: 'http://127.0.0.1:9/api/v1/models', interval: 1h}\n"
                     "retention: {unchanged_checks: 1h, messages: 7d}\n")
     dry = cli("prune", "--dry-run", "--config", str(path))
     assert dry.returncode == 0, dry.stderr

@@ -4,8 +4,7 @@ model's history reads only that model's rows yet tells the same story as every s
 from __future__ import annotations
 
 import itertools
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +17,9 @@ from watcher.diff import as_decimal, diff, diff_model
 from watcher.events import Event, events_from_changes, make_event, summary
 from watcher.store import Store
 from watcher.timeline import timeline
+
+# Each test runs on both backends (the ``backend`` fixture): the same rows must come back.
+NewState = Callable[[], Any]
 
 # A history is a list of polls; each poll is a catalogue, or None for "the same as before".
 histories = st.lists(st.one_of(catalogue, st.none()), min_size=1, max_size=8)
@@ -45,11 +47,15 @@ def commit(store: Store, watch: str, at: str, baseline: snapshot.Snapshot | None
     store.commit_cycle(watch, at, current, "changed" if baseline else "baseline", events)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+# new_state gives each example a fresh state of its own (it is a maker, not a state).
+FRESH_EACH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=60, suppress_health_check=FRESH_EACH)
 @given(histories, histories)
 def test_every_stored_snapshot_is_rebuilt_equal_in_content_to_what_was_polled(
-        first: list, second: list) -> None:
-    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp)) as store:
+        new_state: NewState, first: list, second: list) -> None:
+    with Store.open(new_state()) as store:
         polled = {"a": commit_history(store, "a", first)}
         store.pack_versions()  # one watch's versions compressed, the other's as polled
         polled["b"] = commit_history(store, "b", second)
@@ -79,20 +85,20 @@ def spans_expected(snaps: list[snapshot.Snapshot]) -> int:
     return runs
 
 
-def test_a_store_reopened_before_each_poll_writes_only_what_changed(tmp_path: Path) -> None:
+def test_a_store_reopened_before_each_poll_writes_only_what_changed(state: Any) -> None:
     """A daemon restarted before each poll commits from the baseline it read back: the
     models whose bytes did not move keep their spans (real steps change a few of ~350
     models), and every snapshot still rebuilds equal."""
     stored: list[snapshot.Snapshot] = []
     for number in range(0, 40, 3):
         current = snapshot.parse(snapshot_bytes(number))
-        with Store.open(tmp_path) as store:
+        with Store.open(state) as store:
             baseline = store.latest_snapshot("w")
             if baseline is not None and current.same_content(baseline):
                 continue
             commit(store, "w", f"2026-01-{number + 1:02d}T00:00:00Z", baseline, current)
             stored.append(current)
-    with Store.open(tmp_path, readonly=True) as store:
+    with Store.open(state, readonly=True) as store:
         rows = store.stored_snapshots("w")
         assert [store.rebuild_snapshot(r[0]).encode() for r in rows] == [
             s.encode() for s in stored]
@@ -144,12 +150,13 @@ def timeline_over_snapshots(model_id: str, history: list[tuple[str, snapshot.Sna
             "prices": prices, "context_length": context}
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=FRESH_EACH)
 @given(histories)
-def test_a_model_timeline_from_its_own_rows_equals_the_walk_over_every_snapshot(polls) -> None:
+def test_a_model_timeline_from_its_own_rows_equals_the_walk_over_every_snapshot(
+        new_state: NewState, polls: list) -> None:
     """The timeline reads the model's versions and recorded events; the 0.1.0 timeline
     diffed every stored snapshot: the same story."""
-    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp)) as store:
+    with Store.open(new_state()) as store:
         snaps = commit_history(store, "w", polls)
         taken = [(at, s) for (_, at, _), s in zip(store.stored_snapshots("w"), snaps, strict=True)]
         for model_id in sorted({m for s in snaps for m in s.models} | {"never-listed"}):
@@ -157,10 +164,10 @@ def test_a_model_timeline_from_its_own_rows_equals_the_walk_over_every_snapshot(
                     == timeline_over_snapshots(model_id, taken, watch="w"))
 
 
-def test_the_real_history_tells_the_same_story_from_model_rows(tmp_path: Path) -> None:
+def test_the_real_history_tells_the_same_story_from_model_rows(state: Any) -> None:
     """All 40 real responses as one watch's history: every model's timeline."""
     polled = [snapshot.parse(snapshot_bytes(n)) for n in range(40)]
-    with Store.open(tmp_path) as store:
+    with Store.open(state) as store:
         stored: list[tuple[str, snapshot.Snapshot]] = []
         for number, current in enumerate(polled):
             at = f"2026-01-{number // 24 + 1:02d}T{number % 24:02d}:00:00Z"
