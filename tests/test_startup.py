@@ -15,7 +15,8 @@ from tests.test_cli import cli
 
 # The four heavy libraries, and two that cost ~40 ms each but only the commands that poll,
 # send or log need: asyncio, and structlog (set up on the first log line, watcher.log).
-HEAVY = ("aiohttp", "apprise", "deepdiff", "jinja2", "asyncio", "structlog")
+# psycopg: only a PostgreSQL state loads it (watcher.pgstate), never a SQLite one.
+HEAVY = ("aiohttp", "apprise", "deepdiff", "jinja2", "asyncio", "structlog", "psycopg")
 # What reading the config and the state needs; `--help` (or a usage error) needs none of it.
 PIPELINE = ("yaml", "orjson", "sqlite3", "watcher.config", "watcher.store")
 # Runs the command as `python -m watcher` does, then prints its exit code and the heavy

@@ -176,7 +176,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add("vacuum", parents=[common], help="give free space in the state back to the disk",
                    description="Rewrite the state database without its free pages (after a "
                                "prune). Needs the state to itself and about its size in free "
-                               "disk space while it runs.")
+                               "disk space while it runs. On PostgreSQL: VACUUM (ANALYZE), "
+                               "which makes the room of removed rows reusable and locks no "
+                               "one out.")
+    migrate = add(
+        "migrate-state", parents=[common], help="copy a whole state to SQLite or PostgreSQL",
+        description="Copy every row of one state (SQLite or PostgreSQL) into a new, empty "
+                    "one: snapshots, model history, checks, events, the outbox and its "
+                    "pending messages, usage, ids and the instance id, so that history, feeds "
+                    "and idempotency keys go on as before. A state is a SQLite state directory "
+                    "(or its database file) or a postgresql://user@host:port/database URL; the "
+                    "password of a URL given here comes from PGPASSWORD or ~/.pgpass (libpq's "
+                    "own), never from the URL. Either side left out is the config's state "
+                    "(state_dir, or state: with its password_file or password_env). The "
+                    "target must be empty (a copy never merges two histories); stop the daemon "
+                    "first, and point its config at the target after. Exit 0 copied, 1 "
+                    "unusable state or a target that is not empty, 2 usage.")
+    migrate.add_argument("--from", dest="source", metavar="STATE",
+                         help="the state to copy (default: the config's)")
+    migrate.add_argument("--to", dest="target", metavar="STATE",
+                         help="the new state to fill (default: the config's)")
     add("demo", parents=[common],
                    help="replay bundled real snapshots offline through the real pipeline",
                    description="Start a loopback server that replays four real responses "
@@ -846,9 +865,51 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate_state(args: argparse.Namespace) -> int:
+    from watcher.store import Store
+
+    if not args.source and not args.target:
+        raise ConfigError("migrate-state: give --from, --to or both (the other side is the "
+                          "config's state)")
+    settings = _settings(args) if not (args.source and args.target) else None
+    source = _state_arg("--from", args.source, settings)
+    target = _state_arg("--to", args.target, settings)
+    if str(source) == str(target):
+        raise ConfigError(f"migrate-state: --from and --to are the same state ({source})")
+    with Store.open(source, readonly=True) as old, Store.open(target) as new:
+        counts = old.copy_to(new)  # refuses a target with rows
+    print(f"copied {sum(counts.values())} rows from {old.where} to {new.where}: "
+          + ", ".join(f"{n} {table}" for table, n in counts.items() if n))
+    return EXIT_OK
+
+
+def _state_arg(option: str, value: str | None, settings: config.Settings | None
+               ) -> Path | config.Database:
+    """``--from``/``--to`` as a state location; None: the config's."""
+    from watcher import config
+    from watcher.store import DB_NAME
+
+    if value is None:
+        assert settings is not None  # loaded when a side is left out
+        return settings.state
+    if config.is_database_url(value):
+        problem = config.database_url_problem(value)
+        if problem:
+            raise ConfigError(f"migrate-state {option}: {problem}")
+        return config.Database(url=value)
+    path = Path(value)
+    if path.is_file():
+        if path.name != DB_NAME:
+            raise ConfigError(f"migrate-state {option}: {path} is a file but not a state "
+                              f"database ({DB_NAME}): name its state directory")
+        return path.parent
+    return path
+
+
 COMMANDS = {
     "check": cmd_check, "once": cmd_once, "run": cmd_run, "history": cmd_history,
     "diff": cmd_diff, "demo": cmd_demo, "test-notify": cmd_test_notify, "status": cmd_status,
     "show": cmd_show, "resend": cmd_resend,
     "health": cmd_health, "prune": cmd_prune, "vacuum": cmd_vacuum,
+    "migrate-state": cmd_migrate_state,
 }

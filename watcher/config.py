@@ -465,19 +465,32 @@ def _watch_url(value: yamldoc.Value) -> str:
     return url
 
 
+def is_database_url(text: str) -> bool:
+    """Whether ``text`` names a PostgreSQL state (not a SQLite state directory)."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a PostgreSQL state URL (None: nothing).  Never quotes
+    the URL: it may hold a password."""
+    if not is_database_url(url):
+        return ("expected a postgresql://user@host:port/database URL (the SQLite state is "
+                "state_dir: a directory)")
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return ("the URL holds a password: give it in password_file or password_env instead "
+                "(state: {url: ..., password_file: ...}), so that it is never printed")
+    if not parts.path.strip("/"):
+        return "the URL names no database: postgresql://user@host:port/DATABASE"
+    return None
+
+
 def _database_url(value: yamldoc.Value) -> str:
     """A PostgreSQL URL with a database name and no password in it."""
     url = value.string(expand_env=True).strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise value.error("expected a postgresql://user@host:port/database URL (the SQLite "
-                          "state is state_dir: a directory)")
-    if parts.password is not None:
-        raise value.error("the URL holds a password: give it in password_file or password_env "
-                          "instead (state: {url: ..., password_file: ...}), so that it is never "
-                          "printed")
-    if not parts.path.strip("/"):
-        raise value.error("the URL names no database: postgresql://user@host:port/DATABASE")
+    problem = database_url_problem(url)
+    if problem:
+        raise value.error(problem)
     return url
 
 

@@ -97,6 +97,13 @@ class Cursor:
     def fetchall(self) -> list[Any]:
         return list(self._cursor.fetchall())
 
+    def fetchmany(self, size: int) -> list[Any]:
+        return list(self._cursor.fetchmany(size))
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
     def __iter__(self) -> Iterator[Any]:
         return iter(self._cursor)
 
@@ -165,9 +172,10 @@ def translate(sql: str, *, returning: bool = True) -> tuple[str, bool]:
         return "BEGIN", False
     # Placeholders outside string literals; with parameters, psycopg reads every "%" as
     # the start of one, so a literal % (in a LIKE pattern, say) is doubled.
-    if "?" in text:
-        text = _PLACEHOLDER.sub(lambda m: "%s" if m.group(0) == "?" else m.group(0).replace(
-            "%", "%%"), text)
+    marked = _PLACEHOLDER.sub(lambda m: "%s" if m.group(0) == "?" else m.group(0).replace(
+        "%", "%%"), text)
+    if _PLACEHOLDER.sub(lambda m: "?" if m.group(0) == "?" else "", text).count("?"):
+        text = marked
     returns_id = False
     insert = _INSERT_INTO.match(text)
     if insert:

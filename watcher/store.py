@@ -32,6 +32,7 @@ import dataclasses
 import errno
 import fcntl
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1023,6 +1024,40 @@ class Store:
             raise StateError(f"{self.path}: vacuum failed: {exc}") from None
         return before, self.path.stat().st_size
 
+    def copy_to(self, target: Store, *, batch: int = 2000) -> dict[str, int]:
+        """Copy this whole state into ``target``, a new one (its schema, no rows), in one
+        transaction of the target, read from one snapshot of this one: rows, ids and the
+        database's instance id as they are here, so the events, feeds and idempotency
+        keys go on as before.  Rows copied per table.  StateError when ``target`` holds
+        anything already (a copy never merges two histories).
+
+        The tables are SCHEMA's, in its order, which is also the order their references
+        need (an outbox row's ``dup_of``: an earlier row, so rows go in id order)."""
+        tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)
+        for table in tables:
+            if table != "meta" and target._read(f"SELECT 1 FROM {table} LIMIT 1"):  # noqa: S608
+                raise StateError(f"{target.where} is not empty (its {table} table has rows): "
+                                 "migrate-state copies into a new state only")
+        counts: dict[str, int] = {}
+        self._conn.execute("BEGIN" if self.database is None
+                           else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            with target.transaction() as tx:
+                tx.execute("DELETE FROM meta")  # the new state's own instance id: replaced
+                for table in tables:
+                    counts[table] = _copy_table(self._conn, tx, table, batch)
+                if target.database is not None:  # identities go on after the copied ids
+                    from watcher import pgstate  # noqa: PLC0415 - imports psycopg
+
+                    for table in sorted(pgstate.ID_TABLES):
+                        tx.execute(  # our table names
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE("  # noqa: S608
+                            f"(SELECT MAX(id) FROM {table}), 0) + 1, false)")
+        finally:
+            self._conn.execute("ROLLBACK")  # a read: nothing to commit
+        target._latest.clear()
+        return counts
+
     def last_checks(self) -> dict[str, dict[str, Any]]:
         """The newest check of every watch."""
         # One index seek per watch (a skip scan over checks_watch for the watches), not a
@@ -1078,6 +1113,23 @@ def _same_change(tx: sqlite3.Connection, alert: Alert, watch: str, since: float)
         "ON de.id = d.event_id WHERE d.dup_of = o.id AND de.watch = ?) "
         "ORDER BY o.id LIMIT 1", (alert.target, alert.change_key, since, watch, watch)).fetchone()
     return None if row is None else int(row[0])
+
+
+def _copy_table(source: sqlite3.Connection, tx: sqlite3.Connection, table: str, batch: int
+                ) -> int:
+    """Every row of ``table`` from ``source`` into ``tx``, ``batch`` at a time (in id order
+    where it has ids); how many."""
+    cursor = source.execute(f"SELECT * FROM {table} LIMIT 0")  # noqa: S608 - SCHEMA's names
+    columns = [d[0] for d in cursor.description]
+    order = " ORDER BY id" if "id" in columns else ""
+    rows = source.execute(f"SELECT {', '.join(columns)} FROM {table}{order}")  # noqa: S608
+    insert = (f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+              f"VALUES ({', '.join('?' * len(columns))})")
+    done = 0
+    while chunk := rows.fetchmany(batch):
+        tx.executemany(insert, chunk)
+        done += len(chunk)
+    return done
 
 
 def _write_gaps(tx: sqlite3.Connection, watch: str, gaps: frozenset[str]) -> None:
