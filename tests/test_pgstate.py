@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from tests.daemon import Daemon, wait_for
 from tests.fakes import DATA, FakeOpenRouter
 from tests.pg import PASSWORD, state_yaml
+from tests.sinks import WebhookSink
 from tests.test_cli import cli
+from tests.test_daemon import daemon_config
 from tests.test_history import taken_at
 from watcher import config, fetch
 from watcher.app import App
@@ -278,3 +281,40 @@ def test_translation_of_the_store_dialect() -> None:
     assert translate("BEGIN IMMEDIATE") == ("BEGIN", False)
     assert translate("UPDATE o SET attempts = attempts + 1 WHERE id = ?") == (
         "UPDATE o SET attempts = attempts + 1 WHERE id = %s", False)
+
+
+@pytest.mark.slow
+def test_a_daemon_on_postgresql_killed_after_commit_resends_after_restart(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink,
+        pg_database: config.Database) -> None:
+    """test_daemon's SIGKILL-between-commit-and-send, with the state in PostgreSQL: the
+    killed daemon's session ends, the committed alert is sent by the next, once, with the
+    same idempotency key."""
+    path = daemon_config(tmp_path, fake_openrouter, webhook)
+    path.write_text(path.read_text().replace("state_dir: state\n",
+                                             state_yaml(pg_database, tmp_path)))
+    fake_openrouter.set_script([24, 25])
+    webhook.stall = True
+    daemon = Daemon(path).start()
+    try:
+        wait_for(lambda: webhook.requests, what="the first (stalled) send")
+        assert output(path, "status").strip()  # a reader beside the running daemon
+        daemon.kill()
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill()
+    stalled = webhook.requests[0]
+    webhook.stall = False
+    restarted = Daemon(path).start()
+    try:
+        wait_for(lambda: webhook.delivered, what="the resend after restart")
+        assert restarted.stop() == 0
+    finally:
+        if restarted.proc and restarted.proc.poll() is None:
+            restarted.kill()
+    (delivered,) = webhook.delivered
+    assert delivered.headers["Idempotency-Key"] == stalled.headers["Idempotency-Key"]
+    assert [(e["type"], e["model"]) for e in delivered.message["events"]] == [
+        ("expiration_set", "mistralai/devstral-2512:free")]
+    assert PASSWORD not in daemon.logs() + restarted.logs()
+    assert "Traceback" not in daemon.logs() + restarted.logs()
