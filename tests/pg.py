@@ -82,7 +82,9 @@ class PgServer:
     _count: itertools.count[int]
 
     @classmethod
-    def start(cls) -> PgServer:
+    def start(cls, *, durable: bool = False) -> PgServer:
+        """Start a server; ``durable`` keeps PostgreSQL's own fsync and synchronous commit
+        (the bench), the tests turn them off (a test database outlives no crash)."""
         bin_dir = binaries()
         root = Path(tempfile.mkdtemp(prefix="watcher-pg-"))
         user = None
@@ -109,8 +111,9 @@ class PgServer:
                         f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-sync"],
                        check=True, **run)
         pwfile.unlink()
-        options = (f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = f"-h 127.0.0.1 -p {port} -k {sockets} -c max_connections=200"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-t", "60",
                         "-l", str(root / "log"), "-o", options, "start"], check=True, **run)
         return cls(root=root, port=port, socket_dir=sockets, bin=bin_dir, user=user,
