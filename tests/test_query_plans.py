@@ -1,6 +1,9 @@
 """The reads of history pages and of each poll use the indexes: no statement they run walks
 a whole table of the history (events, spans, versions, checks, snapshots), which grow for
-years."""
+years.
+
+SQLite only: these are SQLite's plans (EXPLAIN QUERY PLAN); PostgreSQL's planner picks its
+own from the same indexes and statistics (``vacuum`` runs ANALYZE)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Opening the state: a new database is made whole, an empty file is an error, and the
-writer's lock cannot be deleted from under a running daemon."""
+writer's lock cannot be deleted from under a running daemon.
+
+SQLite only: files, drafts and the directory lock are SQLite's; opening a PostgreSQL state
+(created once by concurrent writers, no lock, a newer schema refused) is tested in
+tests/test_pgstate.py."""
 
 from __future__ import annotations
 

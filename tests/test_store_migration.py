@@ -1,4 +1,7 @@
-"""A database of an earlier release opens in this one, in place, with its whole history."""
+"""A database of an earlier release opens in this one, in place, with its whole history.
+
+SQLite only: the old releases wrote SQLite files; a PostgreSQL state begins at schema 9
+(tests/test_pgstate.py checks its version row and that a newer one is refused)."""
 
 from __future__ import annotations
 
