@@ -20,7 +20,7 @@ from tests.sinks import WebhookSink
 from tests.test_cli import cli
 from tests.test_daemon import daemon_config
 from tests.test_history import taken_at
-from watcher import config, fetch
+from watcher import config, fetch, snapshot
 from watcher.app import App
 from watcher.errors import StateError
 from watcher.events import make_event
@@ -318,3 +318,22 @@ def test_a_daemon_on_postgresql_killed_after_commit_resends_after_restart(
         ("expiration_set", "mistralai/devstral-2512:free")]
     assert PASSWORD not in daemon.logs() + restarted.logs()
     assert "Traceback" not in daemon.logs() + restarted.logs()
+
+
+def test_a_nul_in_a_model_id_costs_that_id_its_nul_not_the_poll(
+        pg_database: config.Database) -> None:
+    """PostgreSQL text holds no NUL: the write must not fail (a failed write stops the
+    daemon), so the id is stored with U+FFFD in its place; the other models as they are."""
+    body = json.dumps({"data": [{"id": "evil/\u0000id", "name": "n\u0000ame"},
+                                {"id": "good/model", "name": "Good"}]}).encode()
+    snap = snapshot.parse(body)
+    with Store.open(pg_database) as store:
+        store.commit_cycle("w", "2026-01-01T00:00:00Z", snap, "baseline", [
+            make_event(watch="w", type="model_added", model="evil/\u0000id",
+                       detected_at="2026-01-01T00:00:00Z")])
+        latest = store.latest_snapshot("w")
+        assert latest is not None
+        assert sorted(latest.models) == ["evil/\ufffdid", "good/model"]
+        assert latest.models["evil/\ufffdid"]["name"] == "n\u0000ame"  # JSON keeps it
+        assert latest.models["good/model"] == snap.models["good/model"]
+        assert [e["model"] for e in store.events()] == ["evil/\u0000id"]  # the JSON body

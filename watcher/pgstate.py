@@ -120,7 +120,7 @@ class Connection:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         query, returns_id = translate(sql)
         try:
-            cursor = self._conn.execute(query, tuple(args) or None)
+            cursor = self._conn.execute(query, _params(args) or None)
             if returns_id:
                 return Cursor(cursor, int(cursor.fetchone()[0]))
             return Cursor(cursor)
@@ -129,7 +129,7 @@ class Connection:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         query, _ = translate(sql, returning=False)
-        batch = [tuple(row) for row in rows]
+        batch = [_params(row) for row in rows]
         if not batch:
             return
         try:
@@ -149,6 +149,16 @@ class Connection:
     def broken(self) -> bool:
         """Whether the server is gone (the connection is closed or lost)."""
         return bool(self._conn.closed or self._conn.broken)
+
+
+def _params(args: Sequence[Any]) -> tuple[Any, ...]:
+    """The parameters as PostgreSQL takes them: its text cannot hold NUL, which a hostile
+    catalogue may put in a model id (SQLite stores it).  It becomes U+FFFD, the
+    replacement character: a write that failed would stop the daemon at every poll of that
+    catalogue, where this costs the one model's id its NUL (after a restart, that model
+    reads back under the replaced id: one removal and one addition, once)."""
+    return tuple(arg.replace("\x00", "\ufffd") if type(arg) is str and "\x00" in arg else arg
+                 for arg in args)
 
 
 def _translated(exc: Exception) -> Exception:
