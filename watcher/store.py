@@ -1039,8 +1039,9 @@ class Store:
                 raise StateError(f"{target.where} is not empty (its {table} table has rows): "
                                  "migrate-state copies into a new state only")
         counts: dict[str, int] = {}
-        self._conn.execute("BEGIN" if self.database is None
-                           else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        with self._reading("the state to copy"):  # one snapshot of it, whatever writes meanwhile
+            self._conn.execute("BEGIN" if self.database is None
+                               else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             with target.transaction() as tx:
                 tx.execute("DELETE FROM meta")  # the new state's own instance id: replaced
@@ -1054,7 +1055,8 @@ class Store:
                             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE("  # noqa: S608
                             f"(SELECT MAX(id) FROM {table}), 0) + 1, false)")
         finally:
-            self._conn.execute("ROLLBACK")  # a read: nothing to commit
+            with self._reading("the state to copy"):
+                self._conn.execute("ROLLBACK")  # a read: nothing to commit
         target._latest.clear()
         return counts
 
