@@ -9,8 +9,10 @@ venv=$1
 src=${2:-.}
 
 python3 -m venv "$venv"
+# With the postgresql extra (psycopg and its bundled libpq, ~10 MB): one image serves both
+# a state volume and a PostgreSQL state (compose.postgresql.yaml).
 "$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check --no-compile \
-    "$src"
+    "$src[postgresql]"
 # The final image has no package manager in the app's venv: nothing there installs code.
 "$venv/bin/python" -m pip uninstall --yes --quiet pip
 # Bytecode ahead of time: the container runs with a read-only root file system.

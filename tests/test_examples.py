@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.fakes import FakeOpenRouter
 from tests.sinks import Received, SMTPServer, WebhookSink, mail_text
@@ -106,3 +107,35 @@ def test_the_unit_and_compose_hand_over_exactly_the_secrets_the_example_reads() 
     assert set(compose["secrets"]) == reads
     assert set(compose["services"]["watcher"]["secrets"]) == reads
     assert "./rules:/etc/openrouter-watcher/rules:ro" in compose["services"]["watcher"]["volumes"]
+
+
+def test_the_postgresql_compose_runs_two_replicas_with_the_secrets_its_config_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose.postgresql.yaml: two watcher replicas on a PostgreSQL service, the example's
+    secrets plus the database password, and the state lines its header gives load."""
+    import re
+
+    import yaml
+
+    from watcher import config
+
+    text = (ROOT / "compose.postgresql.yaml").read_text()
+    compose = yaml.safe_load(text)
+    watcher = compose["services"]["watcher"]
+    assert watcher["deploy"]["replicas"] == 2
+    assert watcher["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert set(watcher["secrets"]) == {"openrouter-api-key", "slack-url", "mail-url",
+                                       "postgres-password"}
+    assert "postgres-password" in compose["services"]["postgres"]["secrets"]
+    state = "\n".join(line[4:] for line in text.splitlines()
+                      if re.match(r"^#   (state:|  url:|  password_file:)", line))
+    (tmp_path / "postgres-password").write_text("not-a-real-password\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "config.yaml").write_text(
+        state + "\nwatches:\n  - {name: models, url: 'http://127.0.0.1:1/api/v1/models', "
+        "interval: 10m}\n")
+    loaded = config.load(tmp_path / "config.yaml")
+    assert loaded.database is not None
+    assert loaded.database.url == "postgresql://watcher@postgres:5432/watcher"
+    assert loaded.database.password is not None
+    assert loaded.database.password.reveal() == "not-a-real-password"

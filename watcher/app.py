@@ -7,8 +7,10 @@
           transaction (snapshot + check + events + one outbox row per (alert, target)),
           the operator notices, the logs, and a wake of the deliverer (see notify.deliver)
 
-``run`` polls every watch at a fixed rate until ``stop`` is set.  Nothing here touches
-signals: ``cli`` turns them into the ``stop`` event, so tests can drive ``run`` directly.
+``run`` polls every watch at a fixed rate until ``stop`` is set, while this instance leads
+(:mod:`watcher.leadership`: always with SQLite); a standby polls and sends nothing, and
+serves the pages.  Nothing here touches signals: ``cli`` turns them into the ``stop``
+event, so tests can drive ``run`` directly.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from watcher.cycle import (
     record,
     same_change_window,
 )
-from watcher.errors import ConfigError, FetchError, SnapshotError, StateError
+from watcher.errors import ConfigError, FetchError, SnapshotError, StateError, StateInUseError
+from watcher.leadership import LOCK_KEY, AdvisoryLock, Leadership, Sole
 from watcher.metrics import Metrics
 from watcher.notify.deliver import Deliverer, OperatorNotices, Sender, build_senders
 from watcher.status import Status
@@ -60,7 +63,7 @@ class App:
     def __init__(self, settings: Settings, store: Store, session: aiohttp.ClientSession, *,
                  clock: Clock = utcnow, monotonic: Callable[[], float] | None = None,
                  retry: RetryPolicy | None = None, senders: Mapping[str, Sender] | None = None,
-                 console: TextIO | None = None) -> None:
+                 console: TextIO | None = None, leadership: Leadership | None = None) -> None:
         self.settings = settings
         self.store = store
         self.session = session
@@ -88,6 +91,8 @@ class App:
         self.status = Status()  # what each poll loop is doing: watchdog, /healthz, STATUS=
         self.status.configure(settings.watches, pairs(settings))
         self._delivery: asyncio.Task[None] | None = None
+        self.leadership: Leadership = leadership or Sole()
+        self._leading: list[asyncio.Task[None]] = []  # delivery, pruning, usage: a leader's
         # The usage of the last 30 days (issue 15): fetched daily by its own task.
         self.usage = UsageFeed(lambda: self.settings, store, session, operator=self.operator,
                                clock=self.clock, retry=retry)
@@ -197,12 +202,22 @@ class App:
                            event_types=[e["type"] for e in result.events],
                            alerts=[(a.rule, a.target) for a in result.alerts])
 
+    @property
+    def role(self) -> str:
+        """``leader`` (polls and delivers) or ``standby`` (waits its turn)."""
+        return "leader" if self.leadership.leading else "standby"
+
     def stuck(self) -> list[str]:
         """Why the daemon is not making progress (empty while it is): the watchdog asks."""
+        if not self.leadership.leading:
+            return []  # standing by is its progress
         return self.status.stuck() + self._delivery_problems()
 
     def problems(self) -> list[str]:
-        """Why the daemon is not healthy (empty when it is): ``/healthz`` asks."""
+        """Why the daemon is not healthy (empty when it is): ``/healthz`` asks.  A standby
+        is healthy: it is there to take over, and a restart would not make it lead."""
+        if not self.leadership.leading:
+            return []
         return self.status.unhealthy() + self._delivery_problems()
 
     def _delivery_problems(self) -> list[str]:
@@ -215,7 +230,9 @@ class App:
         return {target: int(entry["pending"]) for target, entry in self.store.outbox_status().items()}
 
     def status_line(self) -> str:
-        """``3 watches, last change 12 min ago, 0 pending``."""
+        """``3 watches, last change 12 min ago, 0 pending``; ``standby: ...``."""
+        if not self.leadership.leading:
+            return "standby: another instance polls and delivers"
         try:
             pending: int | None = sum(self.pending().values())
         except StateError:  # an unreadable outbox must not silence the status line
@@ -252,36 +269,36 @@ class App:
 
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None,
                   extras: Sequence[Extra] = ()) -> None:
-        """Poll every watch until ``stop`` is set; reload the config whenever ``reload`` is.
+        """Poll every watch until ``stop`` is set, while this instance leads; reload the
+        config whenever ``reload`` is.
 
-        ``extras`` start once the first polls are scheduled, and stop with the daemon.
+        ``extras`` start once the first polls are scheduled (or this instance stands by),
+        and stop with the daemon.
         """
-        reload = reload or asyncio.Event()
-        for watch in self.settings.watches:
-            self._start_poll(watch, stop)
-        delivery = self._delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
-        pruning = asyncio.create_task(self._prune_daily(stop), name="prune")
-        usage_task = asyncio.create_task(self.usage.run(stop), name="usage")
+        reload, changed = reload or asyncio.Event(), asyncio.Event()
+        await self.leadership.start()
+        if self.leadership.leading:
+            self._lead(stop)
+        electing = asyncio.create_task(self.leadership.run(stop, changed), name="leadership")
         helpers = [asyncio.create_task(extra(stop), name=f"extra:{i}")
                    for i, extra in enumerate(extras)]
-        self.log.info("daemon.started", watches=len(self._polls),
-                      targets=len(self.settings.targets))
+        self.metrics.leader(leading=self.leadership.leading)
+        self.log.info("daemon.started", watches=len(self.settings.watches),
+                      targets=len(self.settings.targets), role=self.role)
         try:
             while not stop.is_set():
-                await _first_of(stop, reload)
+                await _first_of(stop, reload, changed)
+                if changed.is_set() and not stop.is_set():
+                    changed.clear()
+                    await self._follow(stop)
                 if reload.is_set() and not stop.is_set():
                     reload.clear()
                     await self.reload(stop)
         finally:
-            polls = list(self._polls.values())
-            for task in polls:
-                task.cancel()
-            await asyncio.gather(*polls, return_exceptions=True)
-            await self._finish_sends()
-            delivery.cancel()
-            pruning.cancel()
-            usage_task.cancel()
-            await asyncio.gather(delivery, pruning, usage_task, return_exceptions=True)
+            await self._stand_by()
+            electing.cancel()
+            await asyncio.gather(electing, return_exceptions=True)
+            await self.leadership.close()
             for helper in helpers:
                 helper.cancel()
             for outcome in await asyncio.gather(*helpers, return_exceptions=True):
@@ -290,6 +307,57 @@ class App:
                                    reason=f"{type(outcome).__name__}: {outcome}")
             self.close()
             self.log.info("daemon.stopped")
+
+    def _lead(self, stop: asyncio.Event) -> None:
+        """Start polling and delivering.  What another leader wrote meanwhile is read
+        again: the baselines in memory may be stale."""
+        self._baselines.clear()
+        self.store.forget_cached()
+        self.store.fence(self.leadership.session, LOCK_KEY)
+        for watch in self.settings.watches:
+            self._start_poll(watch, stop)
+        self._delivery = asyncio.create_task(self.deliverer.run(stop), name="deliver")
+        self._leading = [self._delivery,
+                         asyncio.create_task(self._prune_daily(stop), name="prune"),
+                         asyncio.create_task(self.usage.run(stop), name="usage")]
+
+    async def _stand_by(self) -> None:
+        """Stop polling and delivering; sends in flight get their grace (their rows are
+        claimed: no other instance sends them meanwhile)."""
+        polls = list(self._polls.values())
+        self._polls.clear()
+        for task in polls:
+            task.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+        finished = await self._finish_sends() if self._leading else False
+        for task in self._leading:
+            task.cancel()
+        await asyncio.gather(*self._leading, return_exceptions=True)
+        if finished and not self.store.sole_writer:  # none in flight: no claim is in use
+            self.deliverer.release_claims()
+        self.store.fence(None)  # a standby writes only what is its own (operator notices)
+        self._leading = []
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """Lead or stand by, as :attr:`leadership` now says; tell the operator when
+        database trouble took the leadership away, and when the database answers again."""
+        self.metrics.leader(leading=self.leadership.leading)
+        if self.leadership.leading and not self._leading:
+            self.log.info("daemon.leading", watches=len(self.settings.watches))
+            self._lead(stop)
+        elif not self.leadership.leading and self._leading:
+            await self._stand_by()
+            self.log.warning("daemon.standing_by", note="polling and delivery stopped; they "
+                             "resume when this instance leads again")
+            if self.leadership.lost is not None:
+                self.operator.problem(
+                    "state database", "leadership", "this instance stopped polling and "
+                    f"delivering: {self.leadership.lost}. It reconnects by itself; another "
+                    "instance may take over meanwhile.")
+        if self.leadership.reachable:
+            self.operator.resolved("state database", "leadership",
+                                   f"the state database answers again; this instance is "
+                                   f"the {self.role}")
 
     async def prune(self) -> Pruned:
         """Apply the retention settings, a small transaction at a time, letting the polls
@@ -354,7 +422,7 @@ class App:
                 task.cancel()
                 del self._polls[name]
         for watch in settings.watches:
-            if old.get(watch.name) != watch:
+            if old.get(watch.name) != watch and self.leadership.leading:
                 if watch.name in self._polls:
                     self._polls.pop(watch.name).cancel()
                 self._start_poll(watch, stop)
@@ -363,8 +431,9 @@ class App:
                       targets=len(settings.targets))
         return True
 
-    async def _finish_sends(self) -> None:
-        """Give in-flight sends a bounded grace; what is left stays pending for next time."""
+    async def _finish_sends(self) -> bool:
+        """Give in-flight sends a bounded grace; what is left stays pending for next time.
+        Whether every send finished."""
         grace = self.settings.delivery.stop_grace
         try:
             await asyncio.wait_for(
@@ -372,6 +441,8 @@ class App:
         except TimeoutError:
             self.log.warning("notify.grace_expired", grace_seconds=grace,
                              note="unsent messages stay pending and go out after restart")
+            return False
+        return True
 
     async def send_due(self) -> None:
         """Send what is due now, and the operator notices, and wait for them (``once``, the
@@ -438,7 +509,33 @@ async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
 
 async def run_once(settings: Settings, store: Store, *, retry: RetryPolicy | None = None,
                    dry_run: bool = False, console: TextIO | None = None) -> list[CycleResult]:
-    """One cycle of every watch, concurrently, then send what is due."""
+    """One cycle of every watch, concurrently, then send what is due.
+
+    On a PostgreSQL state it leads for that time (the advisory lock), or refuses to run
+    beside the instance that does, as it refuses a SQLite state a daemon holds."""
+    lock = None if dry_run or store.database is None else AdvisoryLock(store.database)
+    if lock is not None:
+        await lock.start()
+        if not lock.leading:
+            await lock.close()
+            if not lock.reachable:
+                raise StateError(f"{store.where}: cannot take the leader's lock: the "
+                                 "database does not answer")
+            raise StateInUseError(f"{store.where} is led by another openrouter-watcher (a "
+                                  "running daemon?): `once` would poll and send beside it; "
+                                  "`once --dry-run`, `status`, `history` and `show` work "
+                                  "beside it")
+        store.fence(lock.session, LOCK_KEY)
+    try:
+        return await _run_once(settings, store, retry=retry, dry_run=dry_run, console=console)
+    finally:
+        if lock is not None:
+            store.fence(None)
+            await lock.close()
+
+
+async def _run_once(settings: Settings, store: Store, *, retry: RetryPolicy | None,
+                    dry_run: bool, console: TextIO | None) -> list[CycleResult]:
     async with fetch.new_session() as session:
         app = App(settings, store, session, retry=retry, console=console)
         try:

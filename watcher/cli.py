@@ -585,7 +585,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) -> int:
     import asyncio
 
-    from watcher import sdnotify
+    from watcher import leadership, sdnotify
     from watcher.app import App, unavailable_to_account
     from watcher.fetch import new_session
     from watcher.web import listener
@@ -598,7 +598,8 @@ async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) 
     if early:  # read after the loop owns the signals: none can fall in between
         stop.set()
     async with new_session() as session:
-        app = App(settings, store, session)
+        app = App(settings, store, session,
+                  leadership=leadership.for_state(store.database))
         extras: list[Extra] = []
         notifier = sdnotify.Notifier.from_env()
         if notifier is not None:
@@ -610,7 +611,7 @@ async def _daemon(settings: config.Settings, store: Store, *, early: list[int]) 
             shown = listener.Sources(
                 store=app.store, settings=lambda: app.settings, problems=app.problems,
                 watches=app.status.snapshot, targets=app.deliverer, metrics=app.metrics,
-                account=lambda: unavailable_to_account(app))
+                account=lambda: unavailable_to_account(app), role=lambda: app.role)
             listening = await listener.start(shown, settings.http)
         try:
             await app.run(stop, reload, extras)

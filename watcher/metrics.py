@@ -73,6 +73,11 @@ class Metrics:
                                      "1 while nothing is sent to the target because the state "
                                      "database cannot record its messages.", ["target"],
                                      registry=r)
+        self._leader = Gauge(f"{PREFIX}_leader", "1 while this instance polls and delivers; "
+                             "0 while it stands by (another instance leads).", registry=r)
+
+    def leader(self, *, leading: bool) -> None:
+        self._leader.set(1 if leading else 0)
 
     # Poll cycles -------------------------------------------------------------------
 

@@ -51,6 +51,14 @@ if TYPE_CHECKING:
 ID_TABLES = frozenset({"snapshots", "zdicts", "checks", "events", "outbox"})
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS watcher_schema (version BIGINT NOT NULL)"
 SCHEMA_LOCK = 0x6F72_7700_0001  # pg_advisory_xact_lock key: one instance creates or upgrades
+# A network that goes silent (a cut cable, a host gone) ends a statement, not the daemon's
+# loop: libpq gives up on data the server does not acknowledge within 10 s, and on an idle
+# connection after 5 s + 3 probes 2 s apart; the server likewise ends the session of a
+# client gone silent (issue 14 item 4; watcher.leadership does the same for its lock).
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                                     "keepalives_count": 3, "tcp_user_timeout": 10000}
+SESSION_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+                      "-c tcp_keepalives_count=3 -c tcp_user_timeout=10000")
 # What the server says when the config is wrong, not the network (libpq gives no SQLSTATE
 # for a refused connection, only its text).
 _CONFIG_FAULTS = ("password authentication failed", "no password supplied", "does not exist",
@@ -61,11 +69,11 @@ def connect(database: Database, *, readonly: bool = False, timeout: float = 10) 
     """A connection to ``database``; ConfigError for a wrong user, password or database
     name, StateError when the server cannot be reached."""
     password = database.password.reveal() if database.password is not None else None
-    options = "-c default_transaction_read_only=on" if readonly else None
+    options = SESSION_KEEPALIVES + (" -c default_transaction_read_only=on" if readonly else "")
     try:
         conn = psycopg.connect(database.url, password=password, autocommit=True,
                                connect_timeout=max(1, int(timeout)), options=options,
-                               application_name="openrouter-watcher")
+                               application_name="openrouter-watcher", **CLIENT_KEEPALIVES)
     except psycopg.Error as exc:
         reason = _reason(exc)
         if any(fault in reason for fault in _CONFIG_FAULTS):

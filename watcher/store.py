@@ -28,12 +28,14 @@ while the daemon holds it open.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import os
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +48,7 @@ import orjson
 from watcher import log, snapshot, versions
 from watcher.clock import iso
 from watcher.config import Database, Retention
-from watcher.errors import BackendError, StateError, StateInUseError
+from watcher.errors import BackendError, StateError, StateInUseError, WatcherError
 from watcher.events import Event
 
 if TYPE_CHECKING:
@@ -57,8 +59,9 @@ if TYPE_CHECKING:
 DB_ERRORS = (sqlite3.Error, BackendError)
 
 DB_NAME = "openrouter-watcher.sqlite3"
-# 8: the usage table (issue 15); 9: outbox templates (issue 13); the integrator may renumber
-SCHEMA_VERSION = 9
+# 8: the usage table (issue 15); 9: outbox templates (issue 13); 10: outbox claims (issue
+# 14, engineer leader); the integrator may renumber
+SCHEMA_VERSION = 10
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -138,7 +141,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     change_key   TEXT,                       -- events.change_key: the same change, any watch
     dup_of       INTEGER REFERENCES outbox(id), -- a 'duplicate': that row carries the change
     title_tpl    TEXT,                       -- the rule's title and body template sources at
-    body_tpl     TEXT                        -- enqueue time (schema 9), NULL: none
+    body_tpl     TEXT,                       -- enqueue time (schema 9), NULL: none
+    claimed_by   TEXT,                       -- the instance sending it (Store.claim, schema 10)
+    claim_until  REAL,                       -- ... until then (wall clock): then anyone may
+    claim_session INTEGER                    -- ... or once this PostgreSQL session is gone
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, due_at);
 CREATE INDEX IF NOT EXISTS outbox_change ON outbox(target, change_key);
@@ -264,6 +270,16 @@ class Pending:
     due_at: float
     settle_until: float | None
     attempts: int
+    claimed_by: str | None = None    # the instance sending it (Store.claim) ...
+    claim_until: float | None = None  # ... until then
+
+
+class _NotLeading(Exception):  # noqa: N818 - becomes a StateError in Store.transaction
+    """The fence's lock is not held: the transaction is rolled back."""
+
+
+class _Unclaimed(Exception):  # noqa: N818 - not an error: rolls a partial claim back
+    """Some row of a claim was not free: the claim takes none of them."""
 
 
 def empty_target_status() -> dict[str, Any]:
@@ -293,6 +309,10 @@ class Store:
         self.database = database        # the PostgreSQL state; None on SQLite
         self.where = str(database) if database is not None else str(path)  # for messages
         self._lock: int | None = None  # the state directory's lock, held by a writer
+        self._readonly = False         # PostgreSQL: how to connect again (see _revive)
+        self._revive_at = 0.0          # ... not before then (monotonic) ...
+        self._revive_failures = 0      # ... after this many failed attempts in a row
+        self._fence: tuple[int, int] | None = None  # PostgreSQL: see fence()
         # The latest stored snapshot of each watch, as this connection last wrote or read
         # it: a changed commit then writes the models whose bytes differ from it without
         # reading the open spans or hashing the rest (one writer per database: the lock).
@@ -371,6 +391,9 @@ class Store:
 
         conn = pgstate.connect(database, readonly=readonly)
         store = cls(cast("sqlite3.Connection", conn), None, database=database)
+        store._readonly = readonly
+        store._SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"  # see Store.claim
+        store._CLAIM_LIVE = store._PG_CLAIM_LIVE
         try:
             version = store._pg_version()
             if readonly and version == 0:
@@ -455,6 +478,11 @@ class Store:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def forget_cached(self) -> None:
+        """Read everything from the database again: another instance may have written it
+        (a new leader takes over the state; see watcher.leadership)."""
+        self._latest.clear()
+
     def instance_id(self) -> uuid.UUID:
         """A random UUID made once per database: what tells this database's event ids from
         another's (a state directory started afresh counts events from 1 again)."""
@@ -464,12 +492,63 @@ class Store:
             (value,) = tx.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
         return uuid.UUID(value)
 
+    # --- reconnecting to PostgreSQL (issue 14 item 4, engineer leader) ----------------------
+
+    def _revive(self) -> None:
+        """Connect again when the PostgreSQL server dropped the connection (a restart, a
+        network cut): at most once per backoff step (1 s doubling to 30 s), so that a
+        server that is away costs each caller a StateError, not a connection timeout."""
+        if self.database is None or not getattr(self._conn, "broken", False):
+            return
+        from watcher import pgstate  # noqa: PLC0415 - imports psycopg: PostgreSQL states only
+        from watcher.backoff import ceiling  # noqa: PLC0415 - random: not every command's
+
+        now = time.monotonic()
+        if now < self._revive_at:
+            raise StateError(f"{self.where}: the connection to PostgreSQL is lost; "
+                             f"connecting again in {self._revive_at - now:.0f}s")
+        try:
+            conn = pgstate.connect(self.database, readonly=self._readonly, timeout=5)
+        except WatcherError as exc:
+            self._revive_failures += 1
+            self._revive_at = now + ceiling(1.0, 30.0, self._revive_failures - 1)
+            raise StateError(str(exc)) from None
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = cast("sqlite3.Connection", conn)
+        self._revive_failures = 0
+        self._latest.clear()  # another instance may have written meanwhile
+
+    # --- end of reconnecting ---------------------------------------------------------------
+
+    def fence(self, session: int | None, key: int = 0) -> None:
+        """Write only while the PostgreSQL session ``session`` (a backend pid) holds the
+        advisory lock ``key`` (the leader's, watcher.leadership): a leader that lost it,
+        and has not noticed yet, then commits nothing.  None: no fence."""
+        self._fence = None if session is None else (session, key)
+
+    def _fenced(self) -> None:
+        """Inside a write transaction: StateError unless the fence's lock is held."""
+        if self._fence is None:
+            return
+        pid, key = self._fence
+        unsigned = key & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks splits a bigint key in two oids
+        (held,) = self._conn.execute(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "pid = ? AND classid = ? AND objid = ? AND objsubid = 1",
+            (pid, unsigned >> 32, unsigned & 0xFFFF_FFFF)).fetchone()
+        if not held:
+            raise _NotLeading
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; everything in it is committed together or not at all."""
+        """One write transaction; everything in it is committed together or not at all
+        (and, behind a :meth:`fence`, only while this instance leads)."""
+        self._revive()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._fenced()
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -480,6 +559,9 @@ class Store:
                 raise
         except DB_ERRORS as exc:
             raise StateError(f"{self.where}: write failed: {exc}{_hint(exc)}") from None
+        except _NotLeading:
+            raise StateError(f"{self.where}: not written: this instance no longer holds the "
+                             "leader's lock (another instance may lead)") from None
 
     def latest_snapshot(self, watch: str) -> snapshot.Snapshot | None:
         """The baseline of ``watch``: its newest stored snapshot, or None before the first."""
@@ -578,6 +660,7 @@ class Store:
         """Every read of this module goes through here, so that its callers catch only
         StateError: sqlite3 errors become one ("cannot read ``what``"), and so does a
         stored row that ``versions`` cannot rebuild ("stored ``what`` is damaged")."""
+        self._revive()
         try:
             yield
         except DB_ERRORS as exc:
@@ -657,8 +740,64 @@ class Store:
     def pending(self) -> list[Pending]:
         """The schedule of every pending row; the deliverer decides which are due."""
         return [Pending(*row) for row in self._read(
-            "SELECT id, target, created_at, due_at, settle_until, attempts FROM outbox "
+            "SELECT id, target, created_at, due_at, settle_until, attempts, claimed_by, "  # noqa: S608
+            f"CASE WHEN {self._CLAIM_LIVE} THEN claim_until END FROM outbox "
             "WHERE state = 'pending' ORDER BY id")]
+
+    # How a claim skips rows another transaction is claiming right now: PostgreSQL's row
+    # locks (the backend sets it); SQLite's write transactions run one at a time anyway.
+    _SKIP_LOCKED = ""
+    # Whether a claim's instance may still be sending: on PostgreSQL, while the session
+    # of its leader's lock holds the lock (a killed leader's ends at once, and the next
+    # leader, holding the lock now, need not wait for the lease); elsewhere until the
+    # lease ends.
+    _CLAIM_LIVE = "1 = 1"
+    _PG_CLAIM_LIVE = ("(claim_session IS NULL OR EXISTS (SELECT 1 FROM pg_locks l WHERE "
+                      "l.locktype = 'advisory' AND l.granted AND l.pid = outbox.claim_session))")
+
+    @property
+    def sole_writer(self) -> bool:
+        """Whether no other process can write this state (SQLite: the directory lock): a
+        claim another process made is then one of a process that is gone."""
+        return self._lock is not None
+
+    def claim(self, rows: Sequence[int], owner: str, now: float, until: float) -> bool:
+        """Claim every one of the pending ``rows`` for ``owner`` (an instance) until
+        ``until``, or none of them: False when one is sent, claimed by another instance
+        whose claim has not expired, or being claimed right now.
+
+        A message is sent only by the instance holding the claim on all its rows, so two
+        instances (two leaders by mistake) never send it both; a claim of an instance that
+        died expires, and the next sends the rows again, with the same idempotency key
+        (at once for the :attr:`sole_writer`, and on PostgreSQL once the session of the
+        claimer's lock is gone: see :meth:`fence`).  Wall-clock times: the instances' clocks must
+        agree to well within the lease.
+        """
+        wanted = sorted(set(rows))
+        marks = ",".join("?" * len(wanted))  # only "?" placeholders are formatted in
+        free = ("" if self.sole_writer else " AND (claimed_by IS NULL OR claimed_by = ? OR "
+                f"claim_until < ? OR NOT {self._CLAIM_LIVE})")
+        args = [] if self.sole_writer else [owner, now]
+        session = self._fence[0] if self._fence is not None else None
+        try:
+            with self.transaction() as tx:
+                claimed = tx.execute(
+                    "UPDATE outbox SET claimed_by = ?, claim_until = ?, claim_session = ? "  # noqa: S608
+                    f"WHERE id IN (SELECT id FROM outbox WHERE id IN ({marks}) AND "
+                    f"state = 'pending'{free}{self._SKIP_LOCKED}) RETURNING id",
+                    [owner, until, session, *wanted, *args]).fetchall()
+                if len(claimed) != len(wanted):
+                    raise _Unclaimed
+        except _Unclaimed:
+            return False
+        return True
+
+    def release_claims(self, owner: str) -> None:
+        """End every claim of ``owner`` on rows still pending (it stops sending): the next
+        leader need not wait for them to expire."""
+        with self.transaction() as tx:
+            tx.execute("UPDATE outbox SET claimed_by = NULL, claim_until = NULL "
+                       "WHERE claimed_by = ? AND state = 'pending'", (owner,))
 
     def groups(self, rows: Sequence[int]) -> tuple[list[Group], list[tuple[int, str]]]:
         """The pending ``rows`` as one group per message, and the rows whose stored event
@@ -700,9 +839,10 @@ class Store:
 
     def mark_retry(self, rows: Sequence[int], now: float, due_at: float, error: str) -> None:
         with self.transaction() as tx:
-            tx.executemany(
+            tx.executemany(  # the claim ends: the next try claims again (it may be another's)
                 "UPDATE outbox SET attempts = attempts + 1, due_at = ?, last_error = ?, "
-                "first_failed_at = COALESCE(first_failed_at, ?) WHERE id = ? AND state = 'pending'",
+                "first_failed_at = COALESCE(first_failed_at, ?), claimed_by = NULL, "
+                "claim_until = NULL WHERE id = ? AND state = 'pending'",
                 [(due_at, error, now, r) for r in rows])
 
     def mark_dead(self, rows: Sequence[int], now: float, error: str) -> None:
@@ -737,7 +877,8 @@ class Store:
                            [now, *args])
             else:
                 tx.execute("UPDATE outbox SET state = 'pending', due_at = ?, done_at = NULL, "  # noqa: S608
-                           f"first_failed_at = NULL WHERE {where}", [now, *args])
+                           "first_failed_at = NULL, claimed_by = NULL, claim_until = NULL "
+                           f"WHERE {where}", [now, *args])
         return counts
 
     def outbox_status(self) -> dict[str, dict[str, Any]]:
@@ -1183,6 +1324,11 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
         if 1 <= version < 9:  # 8 -> 9: the outbox keeps the rule's templates it renders with
             for column in ("title_tpl TEXT", "body_tpl TEXT"):
                 conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+        # --- schema step "outbox claims" (issue 14, engineer leader): 9 -> 10 -------------
+        if 1 <= version < 10:  # who is sending a row, until when (Store.claim)
+            for column in ("claimed_by TEXT", "claim_until REAL", "claim_session INTEGER"):
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+        # --- end of schema step "outbox claims" -------------------------------------------
         statements = pgstate.schema(SCHEMA) if postgresql else SCHEMA.split(";")
         for statement in statements:  # executescript would commit first (no ";" in comments)
             if statement.strip():

@@ -1,8 +1,11 @@
 """Deliver the outbox: one message per (cycle, target), retried until it is sent or too old.
 
 Every target drains in its own task, so a dead or slow target neither blocks nor
-duplicates the others.  A row is marked sent only after its target accepted the message;
-a crash in between resends that one message on restart (with the same idempotency key).
+duplicates the others.  A message is sent only once its rows are claimed for this instance
+(:meth:`watcher.store.Store.claim`, for ``CLAIM_LEASE``), so two instances never send it both;
+a row is marked sent only after its target accepted the message; a crash in between
+resends that one message on restart, or from the next leader once the claim expired (with
+the same idempotency key).
 Apprise is synchronous: it runs in worker threads, never on the event loop.
 
 What happens to one message (the rows of one check, target and group):
@@ -21,6 +24,8 @@ sent, but the state cannot record it       remembered here as sent: never  stopp
                                                                            backoff, then it goes on
 a retry or dead letter cannot be recorded  as they were                    stopped likewise
 the outbox cannot be read                  as they were                    waits with backoff
+another instance claimed a row of it       as they were: tried again when  goes on
+                                           the claim expires
 =========================================  ==============================  ======================
 
 A stopped target is not a reason for ``/healthz`` to answer 503: a restart frees no disk
@@ -43,8 +48,11 @@ import asyncio
 import contextvars
 import io
 import logging
+import os
+import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,6 +83,11 @@ IDLE = 10.0
 # State writes that failed are retried at least this often, whatever max_backoff says:
 # a write is cheap, and a stopped target should go on soon after the disk has room.
 STATE_RETRY_CAP = 60.0
+# How long a claim keeps other instances off a message: well past one send (Apprise's HTTP
+# timeouts are 4 s to connect and 4 s to read, SMTP's 15 s) and its record, also when the
+# send waits for a free worker thread.  A leader killed mid-send delays that one message by
+# this much: the next leader sends it once the claim expired.
+CLAIM_LEASE = 60.0
 
 APPRISE_FORMATS = {"text": apprise.NotifyFormat.TEXT, "markdown": apprise.NotifyFormat.MARKDOWN,
                    "html": apprise.NotifyFormat.HTML, "json": apprise.NotifyFormat.TEXT}
@@ -237,6 +250,8 @@ class Deliverer:
         self._deadlines: dict[int, tuple[float, float]] = {}  # row -> (stored due_at, monotonic)
         self._born: dict[int, float] = {}     # row -> its creation, on the monotonic clock
         self._sent: set[int] = set()          # rows sent whose record the state refused
+        # Who this instance is, in the outbox's claims (the host and pid are for people).
+        self.owner = f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def configure(self, settings: Settings, senders: Mapping[str, Sender]) -> None:
         """Deliver with a reloaded config from now on; what is in flight finishes as it is."""
@@ -256,13 +271,19 @@ class Deliverer:
         policy = self.settings.delivery
         out: dict[str, list[tuple[float, int]]] = {}
         for row in rows:
+            due_at, claimed = row.due_at, False
+            if (row.claimed_by not in (None, self.owner) and row.claim_until is not None
+                    and not self.store.sole_writer):
+                # Another instance is sending it: not before its claim expires.
+                claimed = row.claim_until > due_at
+                due_at = max(due_at, row.claim_until)
             known = self._deadlines.get(row.id)
-            if known is None or known[0] != row.due_at:
+            if known is None or known[0] != due_at:
                 # How far ahead this row can rightly be: a due time further away than that
                 # was stored before the wall clock stepped back, and is not waited for.
-                limit = (policy.max_backoff if row.attempts else
+                limit = (CLAIM_LEASE if claimed else policy.max_backoff if row.attempts else
                          max(row.settle_until - row.created_at, 0.0) if row.settle_until else 0.0)
-                known = (row.due_at, now + min(max(row.due_at - wall, 0.0), limit))
+                known = (due_at, now + min(max(due_at - wall, 0.0), limit))
                 self._deadlines[row.id] = known
             self._born.setdefault(row.id, now - max(wall - row.created_at, 0.0))
             if row.id not in self._sent:
@@ -360,6 +381,11 @@ class Deliverer:
             return
         message = self._render(group, target)
         if message is None:
+            return
+        wall = self.clock()
+        if not self.store.claim(group.rows, self.owner, wall, wall + CLAIM_LEASE):
+            self.log.info("notify.claimed_elsewhere", target=group.target,
+                          key=group.idempotency_key, note="another instance sends it")
             return
         try:
             await sender.send(message)
@@ -535,6 +561,16 @@ class Deliverer:
         self._resolved(target, "state", f"target {target} goes on: the state database "
                        "records its messages again")
         return True
+
+    def release_claims(self) -> None:
+        """Give back the claims of messages not sent (this instance stops sending): the
+        next leader sends them without waiting for ``CLAIM_LEASE``.  A state that cannot
+        be written keeps them until they expire."""
+        try:
+            self.store.release_claims(self.owner)
+        except StateError as exc:
+            self.log.warning("notify.claims_kept", reason=str(exc),
+                             note=f"other instances send them once they expire ({CLAIM_LEASE:g}s)")
 
     # What /healthz and /metrics show ---------------------------------------------------
 

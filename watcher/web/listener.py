@@ -3,7 +3,8 @@ daemon's own loop.
 
 Off unless the config has ``http: {listen: HOST:PORT}``.  ``/healthz`` answers 200 with a
 small JSON body while every watch had a successful cycle within 3 intervals and the
-delivery loop runs, else 503 with the reasons (:attr:`Sources.problems`).  Failing, stopped
+delivery loop runs, else 503 with the reasons (:attr:`Sources.problems`); a standby (another
+instance leads, see :mod:`watcher.leadership`) answers 200 with status ``standby``.  Failing, stopped
 or dead-lettering targets are listed under ``warnings`` (status ``degraded``) and keep it
 200: it is a liveness check.  ``/metrics`` is the Prometheus text format of the daemon's
 own registry.  Neither shows a secret: reasons pass through the log redactor, and no URL or
@@ -72,6 +73,7 @@ class Sources:
     targets: TargetHealth
     metrics: Metrics
     account: Callable[[], Mapping[str, Sequence[str]]]  # ids each account watch cannot use
+    role: Callable[[], str] = lambda: "leader"  # "standby" while another instance leads
 
 
 APP_KEY = web.AppKey("watcher", Sources)
@@ -254,8 +256,10 @@ async def healthz(request: web.Request) -> web.Response:
     sources = request.app[APP_KEY]
     problems = [log.redactor.text(p) for p in sources.problems()]
     warnings = [log.redactor.text(w) for w in delivery_warnings(sources.targets, sources.store)]
-    status = "unhealthy" if problems else "degraded" if warnings else "ok"
-    body = {"status": status, "problems": problems, "warnings": warnings,
+    role = sources.role()
+    status = ("standby" if role == "standby" else "unhealthy" if problems
+              else "degraded" if warnings else "ok")
+    body = {"status": status, "role": role, "problems": problems, "warnings": warnings,
             "version": __version__, "time": time.time(), "watches": sources.watches()}
     return web.Response(status=503 if problems else 200, body=orjson.dumps(body),
                         content_type="application/json")
