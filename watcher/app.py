@@ -41,6 +41,7 @@ from watcher.cycle import (
     record,
     same_change_window,
 )
+from watcher.endpoints_feed import EndpointsFeed
 from watcher.errors import ConfigError, FetchError, SnapshotError, StateError, StateInUseError
 from watcher.leadership import LOCK_KEY, AdvisoryLock, Leadership, Sole
 from watcher.metrics import Metrics
@@ -96,6 +97,9 @@ class App:
         # The usage of the last 30 days (issue 15): fetched daily by its own task.
         self.usage = UsageFeed(lambda: self.settings, store, session, operator=self.operator,
                                clock=self.clock, retry=retry)
+        # The provider endpoints of kind: endpoints watches (issue 15): paced per watch.
+        self.endpoints = EndpointsFeed(lambda: self.settings, store, session,
+                                       baseline=self.baseline, retry=retry)
 
     def baseline(self, watch: str) -> snapshot.Snapshot | None:
         if watch not in self._baselines:
@@ -113,14 +117,10 @@ class App:
         baseline = self.baseline(watch.name)  # before the fetch, as the cache holds it
         public = public_watch(self.settings, watch)
         try:
-            # An account list is told apart with the public list fetched just before and
-            # just after it, in this cycle: a model counts as listed by OpenRouter only if
-            # both have it, so the catalogue moving between two requests can make neither
-            # a removal look like the account's loss nor a new model like one it got back.
-            before = await self._fetch_public(public)
-            current = snapshot.parse_pages(await self._fetch(watch))
-            after = await self._fetch_public(public)
-            poll = Poll(current, before=before, after=after)
+            if watch.kind == "endpoints":  # the providers of some models (watcher.providers)
+                poll = await self.endpoints.poll(watch, baseline)
+            else:
+                poll = await self._poll_models(watch, public)
         except (FetchError, SnapshotError) as exc:
             poll = Poll(error=exc)
         state = read_state(self.store, watch, baseline, poll.current,
@@ -172,6 +172,19 @@ class App:
     def _log(self, lines: Iterable[LogLine]) -> None:
         for line in lines:
             getattr(self.log, line.level)(line.event, **line.fields)
+
+    async def _poll_models(self, watch: Watch, public: Watch | None) -> Poll:
+        """The list of a models watch, with the paired public ids of an account watch.
+
+        An account list is told apart with the public list fetched just before and just
+        after it, in this cycle: a model counts as listed by OpenRouter only if both have
+        it, so the catalogue moving between two requests can make neither a removal look
+        like the account's loss nor a new model like one it got back.
+        """
+        before = await self._fetch_public(public)
+        current = snapshot.parse_pages(await self._fetch(watch))
+        after = await self._fetch_public(public)
+        return Poll(current, before=before, after=after)
 
     async def _fetch_public(self, public: Watch | None) -> frozenset[str] | None:
         """The ids of the public list an account watch pairs with (None: no pair)."""

@@ -32,6 +32,8 @@ LOCAL_CONFIG = "openrouter-watcher.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_INTERVAL_OPENROUTER = 60.0
 Format = Literal["text", "markdown", "html", "json"]
+WatchKind = Literal["models", "endpoints"]
+WATCH_KINDS: tuple[WatchKind, ...] = get_args(WatchKind)
 FORMATS: tuple[Format, ...] = get_args(Format)
 MAX_SECRET_BYTES = 64 << 10  # an API key or a target URL; /dev/zero is not one
 
@@ -61,6 +63,17 @@ class Watch:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_removed_pct: float = 30.0   # a response losing more than this is held, not diffed
     confirm_polls: int = 3          # ... until the same list is seen this many times in a row
+    # kind: endpoints (issue 15): the provider endpoints of some models (watcher.providers);
+    # ``url`` is then the API base, and the keys below say which models and how fast.
+    kind: WatchKind = "models"
+    models: tuple[str, ...] = ()        # globs over the host's public list, or ...
+    used_within: float | None = None    # ... the models with requests in this usage window
+    max_models: int = 50                # more are cut off, with a warning
+    requests_per_second: float = 5.0
+    concurrency: int = 5
+    degraded_below: float = 95.0        # uptime_last_30m below this ...
+    degraded_polls: int = 2             # ... this many polls in a row: provider_degraded
+    recovered_above: float = 98.0       # then above this: provider_recovered
 
     def __post_init__(self) -> None:
         if self.api_key is not None:
@@ -232,6 +245,9 @@ def load(path: Path) -> Settings:
     settings = _fields(_mapping(yamldoc.load(path), keys, exclusive=("state_dir", "state")), keys)
     settings.setdefault("state_dir", _default_state_dir())
     settings["targets"] = loading.targets
+    if loading.used_within and settings.get("usage") is None:
+        raise loading.used_within[0].error("needs a usage: section: the models used are read "
+                                           "from the stored usage (GET /api/v1/activity)")
     settings["rules"] = load_rule_files(settings.get("rule_files", ()),
                                         targets=set(loading.targets), watches=loading.watches)
     return Settings(path=path, **settings,
@@ -305,6 +321,7 @@ class _Loading:
         self.warnings: list[str] = []
         self.watches: set[str] = set()
         self.targets: dict[str, Target] = {}
+        self.used_within: list[yamldoc.Value] = []  # need a usage: section
 
     def keys(self) -> tuple[Key, ...]:
         return (
@@ -361,9 +378,10 @@ class _Loading:
         return watches
 
     def _watch(self, value: yamldoc.Value) -> Watch:
-        keys = (*self._watch_keys(), *RETRY_KEYS)
+        keys = (*self._watch_keys(), *ENDPOINTS_KEYS, *RETRY_KEYS)
         found = _mapping(value, keys, exclusive=("api_key_env", "api_key_file"))
-        fields = _fields(found, self._watch_keys())
+        fields = _fields(found, (*self._watch_keys(), *ENDPOINTS_KEYS))
+        self._check_kind(value, found, fields)
         if "api_key_file" in found:
             fields["api_key"] = Secret(_read_secret_file(found["api_key_file"], self.base))
         if "api_key" in fields:
@@ -376,6 +394,29 @@ class _Loading:
                 f"every {watch.interval:g}s; below {MIN_INTERVAL_OPENROUTER:g}s is meant for "
                 "tests and replays")
         return watch
+
+    def _check_kind(self, value: yamldoc.Value, found: dict[str, yamldoc.Value],
+                    fields: dict[str, Any]) -> None:
+        """The endpoints keys belong to ``kind: endpoints``, which needs ``models`` or
+        ``used_within`` (one of them)."""
+        only = [k.name for k in ENDPOINTS_KEYS if k.name != "kind" and k.name in found]
+        if fields.get("kind", "models") == "models":
+            if only:
+                raise found[only[0]].error("only for a watch of kind: endpoints")
+            return
+        if "models" in found and "used_within" in found:
+            raise found["used_within"].error("give models or used_within, not both")
+        if "models" not in found and "used_within" not in found:
+            raise value.error("kind: endpoints needs models (globs over the host's public "
+                              "list) or used_within (the models used in that window)")
+        if "used_within" in found:
+            self.used_within.append(found["used_within"])
+        below = fields.get("degraded_below", 95.0)
+        above = fields.get("recovered_above", 98.0)
+        if above < below:
+            where = found.get("recovered_above") or found["degraded_below"]
+            raise where.error(f"recovered_above ({above:g}) must not be below degraded_below "
+                              f"({below:g}): that is the hysteresis")
 
     def _usage(self, value: yamldoc.Value) -> Usage:
         keys = (Key("url", _watch_url),
@@ -506,6 +547,31 @@ def _days(value: yamldoc.Value) -> tuple[int, ...]:
     return tuple(sorted({item.integer(minimum=0) for item in value.sequence()}, reverse=True))
 
 
+def _percent(value: yamldoc.Value) -> float:
+    number = value.number(minimum=0)
+    if number > 100:
+        raise value.error(f"expected a percentage from 0 to 100, got {number:g}")
+    return number
+
+
+def _globs(value: yamldoc.Value) -> tuple[str, ...]:
+    globs = tuple(value.string_list())
+    if not globs or any(not g for g in globs):
+        raise value.error("name at least one model or glob, such as anthropic/*")
+    return globs
+
+
+ENDPOINTS_KEYS = (
+    Key("kind", lambda value: value.choice(WATCH_KINDS)),
+    Key("models", _globs),
+    Key("used_within", _duration(minimum=86400.0)),
+    Key("max_models", _integer(minimum=1)),
+    Key("requests_per_second", _number(minimum=0.01)),
+    Key("concurrency", _integer(minimum=1)),
+    Key("degraded_below", _percent),
+    Key("degraded_polls", _integer(minimum=1)),
+    Key("recovered_above", _percent),
+)
 RETRY_KEYS = (
     Key("retries", lambda value: value.integer(minimum=0) + 1, into="attempts"),
     Key("retry_backoff", _duration(minimum=0.001), into="backoff"),

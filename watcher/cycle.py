@@ -15,12 +15,12 @@ and does not apply; the bench times :func:`plan`, the same function the daemon r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from watcher import impact, log
+from watcher import impact, log, providers
 from watcher.clock import iso
 from watcher.config import Watch
 from watcher.diff import diff
@@ -66,6 +66,8 @@ class Poll:
     error: FetchError | SnapshotError | None = None
     before: frozenset[str] | None = None  # the paired public list, just before
     after: frozenset[str] | None = None   # ... and just after
+    stats: tuple[providers.Stats, ...] = ()  # an endpoints watch: the figures for the pages
+    watched: frozenset[str] = frozenset()    # ... and the models it read (or tried to)
 
     @property
     def listed(self) -> frozenset[str] | None:
@@ -126,6 +128,8 @@ class CyclePlan:
     same_change_window: float = 0.0
     models: int = 0
     fetch_failed: bool = False             # the fetch (or parse) failed: App's failing note
+    stats: tuple[providers.Stats, ...] = ()  # endpoints: written on every successful poll
+    watched: frozenset[str] = frozenset()
 
     def result(self) -> CycleResult:
         return CycleResult(self.watch, self.outcome, self.events, error=self.error,
@@ -143,7 +147,10 @@ def read_state(store: Store, watch: Watch, baseline: Snapshot | None, current: S
     """
     if current is None:
         return CycleState(baseline)
-    reason = suspicion(baseline, current, watch.max_removed_pct)
+    # An endpoints watch has no guard: a model it fails to read keeps its providers
+    # (watcher.providers.settle), and its selection shrinking is no truncated response.
+    reason = (None if watch.kind == "endpoints"
+              else suspicion(baseline, current, watch.max_removed_pct))
     streak = 0
     if reason is not None:
         # The count lives in the database: it survives restarts and `once` runs.
@@ -163,8 +170,18 @@ def plan(state: CycleState, poll: Poll, *, watch: Watch, rules: Rules,
     """Everything one cycle of ``watch`` decides.  Pure: no I/O, no store, no logging.
 
     A bug in the pure core (diff, events, rules) on this response gives a ``crashed``
-    plan that makes the new list the baseline; a StateError still propagates.
+    plan that makes the new list the baseline; a StateError still propagates.  An
+    endpoints watch's figures (:class:`watcher.providers.Stats`) are written with every
+    poll whose list is taken (not a failed or held one).
     """
+    planned = _plan(state, poll, watch=watch, rules=rules, now=now)
+    if poll.stats and planned.outcome not in ("failed", "held"):
+        return replace(planned, stats=poll.stats, watched=poll.watched)
+    return planned
+
+
+def _plan(state: CycleState, poll: Poll, *, watch: Watch, rules: Rules,
+          now: datetime) -> CyclePlan:
     at, stamp, name = iso(now), now.timestamp(), watch.name
     current = poll.current
     if current is None:
@@ -207,8 +224,13 @@ def plan(state: CycleState, poll: Poll, *, watch: Watch, rules: Rules,
 
     changed = not current.same_content(baseline)
     try:
-        events = (events_from_changes(diff(baseline, current), old=baseline, new=current,
-                                      watch=name, detected_at=at) if changed else [])
+        if not changed:
+            events: list[Event] = []
+        elif watch.kind == "endpoints":
+            events = providers.events(baseline, current, watch=name, detected_at=at)
+        else:
+            events = events_from_changes(diff(baseline, current), old=baseline, new=current,
+                                         watch=name, detected_at=at)
         if listed is not None:
             events = account_view(events, listed, state.known_gaps or frozenset())
         reminders = expiring_soon(current, watch=name, today=now.date(),
@@ -274,6 +296,8 @@ def record(store: Store, planned: CyclePlan) -> None:
                            planned.events, planned.alerts, now=planned.now,
                            reminders=planned.reminders, error=planned.error, gaps=planned.gaps,
                            same_change_window=planned.same_change_window)
+    if planned.stats or planned.watched:
+        store.record_provider_stats(planned.watch, planned.at, planned.watched, planned.stats)
 
 
 def alerts_for(watch: Watch, events: list[Event], rules: Sequence[Rule]) -> list[Alert]:

@@ -31,6 +31,10 @@ EventType = Literal[
     "expiration_set", "expiration_changed", "expiration_cleared",
     "context_length_changed", "field_changed", "expiring_soon",
     "model_unavailable_to_account", "model_available_to_account",
+    # kind: endpoints watches (watcher.providers)
+    "provider_added", "provider_removed", "provider_price_changed", "provider_context_changed",
+    "provider_quantization_changed", "provider_status_changed", "provider_degraded",
+    "provider_recovered",
 ]
 EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 
@@ -55,6 +59,8 @@ class Event(TypedDict, total=False):
     impact_note: str | None
     spend_30d_usd: float | None
     requests_30d: int
+    provider: str | None               # provider events: the endpoint's tag ...
+    provider_name: str | None          # ... and its provider's name
 
 
 def make_event(*, watch: str, type: EventType, model: str, detected_at: str,  # noqa: A002
@@ -171,6 +177,8 @@ def change_key(scope: str, event: Event) -> str:
     an added or removed model are left out: a removal is one removal, whichever list's
     copy of the model it carries."""
     keep: tuple[str, ...] = ("type", "model", "field", "days_left")
+    if event["type"].startswith("provider_"):
+        keep += ("provider_name", "provider")  # one model's providers change apart
     if event["type"] not in ("model_added", "model_removed", "model_unavailable_to_account",
                              "model_available_to_account"):
         keep += ("old", "new")

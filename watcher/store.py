@@ -60,8 +60,9 @@ DB_ERRORS = (sqlite3.Error, BackendError)
 
 DB_NAME = "openrouter-watcher.sqlite3"
 # 8: the usage table (issue 15); 9: outbox templates (issue 13); 10: outbox claims (issue
-# 14, engineer leader); the integrator may renumber
-SCHEMA_VERSION = 10
+# 14, engineer leader); 11: provider_stats (issue 15 item 3); the integrator
+# may renumber
+SCHEMA_VERSION = 11
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id       INTEGER PRIMARY KEY,
@@ -191,6 +192,20 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (date, model, endpoint_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_model ON usage(model, date);
+-- Schema 11 (issue 15 item 3, watcher.providers): the latest record of each provider
+-- endpoint a kind: endpoints watch reads, with its volatile figures (uptime, latency,
+-- throughput) for the pages.  Rewritten per model on every poll; never an event.
+CREATE TABLE IF NOT EXISTS provider_stats (
+    watch         TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    endpoint      TEXT NOT NULL,        -- watcher.providers.endpoint_key
+    provider_name TEXT NOT NULL,
+    tag           TEXT NOT NULL,
+    at            TEXT NOT NULL,        -- the poll that read it, ISO 8601 UTC
+    data          TEXT NOT NULL,        -- JSON: the record and its figures
+    PRIMARY KEY (watch, model, endpoint)
+);
+CREATE INDEX IF NOT EXISTS provider_stats_model ON provider_stats(model);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL                   -- instance: a random UUID naming this database
@@ -999,6 +1014,35 @@ class Store:
         return [tuple(r) for r in self._read(sql + " ORDER BY date, model, endpoint_id", args,
                                              what="usage")]
 
+    # ---- Provider endpoints (issue 15 item 3, watcher.providers): the pages' figures. ----
+
+    def record_provider_stats(self, watch: str, at: str, watched: frozenset[str],
+                              stats: Sequence[Any]) -> None:
+        """The latest figures (``watcher.providers.Stats``) of the models read by this poll
+        of ``watch``; the rows of models it no longer watches go.  A model it tried and
+        failed to read keeps its rows (``watched`` holds it, ``stats`` has none of it)."""
+        read = sorted({s.model for s in stats})
+        with self.transaction() as tx:
+            stored = {r[0] for r in tx.execute(
+                "SELECT DISTINCT model FROM provider_stats WHERE watch = ?", (watch,))}
+            gone = (stored - watched) | set(read)
+            tx.executemany("DELETE FROM provider_stats WHERE watch = ? AND model = ?",
+                           [(watch, model) for model in sorted(gone)])
+            tx.executemany(
+                "INSERT INTO provider_stats (watch, model, endpoint, provider_name, tag, at, "
+                "data) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                [(watch, s.model, s.key, s.provider_name, s.tag, at,
+                  orjson.dumps(s.data).decode()) for s in stats])
+
+    def provider_stats(self, model: str) -> list[dict[str, Any]]:
+        """The providers of ``model`` as the endpoints watches last read them: each row's
+        record with ``watch`` and ``at``, by provider name and tag."""
+        rows = self._read("SELECT watch, at, data FROM provider_stats WHERE model = ? "
+                          "ORDER BY provider_name, tag, watch", (model,), what="providers")
+        return [{**orjson.loads(data), "watch": watch, "at": at} for watch, at, data in rows]
+
+    # ---- end of provider endpoints ----
+
     # Retention.
 
     def prune(self, retention: Retention, now: float, *, dry_run: bool = False
@@ -1321,6 +1365,7 @@ def _upgrade(conn: sqlite3.Connection, version: int, path: Path) -> None:
             conn.execute("DROP INDEX IF EXISTS events_model")
         # 7 -> 8 (issue 15): the usage table and its index, created by SCHEMA below; no
         # existing row changes.
+        # 10 -> 11 (issue 15 item 3): the provider_stats table, created by SCHEMA below.
         if 1 <= version < 9:  # 8 -> 9: the outbox keeps the rule's templates it renders with
             for column in ("title_tpl TEXT", "body_tpl TEXT"):
                 conn.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
