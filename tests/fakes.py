@@ -48,6 +48,7 @@ class ModelsServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self.endpoints = Endpoints()
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         raise NotImplementedError
@@ -55,11 +56,15 @@ class ModelsServer:
     async def _activity(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=404)
 
+    async def _endpoints(self, request: web.Request) -> web.StreamResponse:
+        return await self.endpoints.answer(request)
+
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/v1/models", self._models)
         app.router.add_get("/api/v1/models/user", self._models)
         app.router.add_get("/api/v1/activity", self._activity)
+        app.router.add_get("/api/v1/models/{author}/{slug}/endpoints", self._endpoints)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -212,6 +217,79 @@ class Activity:
 
         data = [r for day in days for r in activity_rows(day)]
         return web.Response(body=orjson.dumps({"data": data}), content_type="application/json")
+
+
+# /api/v1/models/{author}/{slug}/endpoints, as tests/data/ENDPOINTS.md describes it.  Each
+# model of the bundled list has 2-5 providers, built from the hand-written sample
+# (tests/data/endpoints_deepseek-v3.2.json) with the model's own catalogue prices; tests
+# move them by editing ``Endpoints.data`` between polls.
+PROVIDERS = (("DeepInfra", "deepinfra/fp8", "fp8"), ("Together", "together", "fp16"),
+             ("Fireworks", "fireworks", "fp8"), ("Novita", "novita/bf16", "bf16"),
+             ("Parasail", "parasail/fp4", "fp4"))
+
+
+def endpoints_of(model: dict[str, object]) -> list[dict[str, object]]:
+    """2-5 endpoints of one catalogue model (how many by the length of its id)."""
+    import orjson
+
+    sample = orjson.loads((DATA / "endpoints_deepseek-v3.2.json").read_bytes())
+    template = sample["data"]["endpoints"][0]
+    model_id = str(model["id"])
+    pricing = model.get("pricing") if isinstance(model.get("pricing"), dict) else {}
+    out = []
+    for name, tag, quant in PROVIDERS[: 2 + len(model_id) % 4]:
+        out.append({**template, "name": f"{name} | {model_id}", "model_id": model_id,
+                    "model_name": model.get("name"), "context_length": model.get("context_length"),
+                    "pricing": dict(pricing or {}), "provider_name": name, "tag": tag,
+                    "quantization": quant, "status": 0, "uptime_last_30m": 99.5,
+                    "uptime_last_5m": 100, "uptime_last_1d": 99.7})
+    return out
+
+
+class Endpoints:
+    """The fake's endpoints route.  ``data`` maps a model id to its endpoint list (a model
+    not in it is a 404); ``queue`` holds Replies answered first, one per request (429 with
+    Retry-After ...).  It measures what a pacer must bound: the start time of each request
+    (``starts``, monotonic) and the most requests it had in flight at once (``peak``)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[dict[str, object]]] = {}
+        self.queue: list[Reply] = []
+        self.delay = 0.0
+        self.starts: list[float] = []
+        self.paths: list[str] = []
+        self.authorization: list[str] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    def fill(self, models: list[dict[str, object]]) -> None:
+        for model in models:
+            self.data[str(model["id"])] = endpoints_of(model)
+
+    async def answer(self, request: web.Request) -> web.StreamResponse:
+        import time
+
+        import orjson
+
+        self.starts.append(time.monotonic())
+        self.paths.append(request.path)
+        self.authorization.append(request.headers.get("Authorization", ""))
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.queue:
+                reply = self.queue.pop(0)
+                return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
+                                    content_type=reply.content_type)
+            model = f"{request.match_info['author']}/{request.match_info['slug']}"
+            if model not in self.data:
+                return _error(404, f"model {model} not found")
+            doc = {"data": {"id": model, "name": model, "endpoints": self.data[model]}}
+            return web.Response(body=orjson.dumps(doc), content_type="application/json")
+        finally:
+            self.in_flight -= 1
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -194,7 +194,7 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_model ON usage(model, date);
 -- Schema 11 (issue 15 item 3, watcher.providers): the latest record of each provider
 -- endpoint a kind: endpoints watch reads, with its volatile figures (uptime, latency,
--- throughput) for the pages.  Rewritten per model on every poll; never an event.
+-- throughput) for the pages.  Rewritten per model on every poll, never an event.
 CREATE TABLE IF NOT EXISTS provider_stats (
     watch         TEXT NOT NULL,
     model         TEXT NOT NULL,

@@ -151,6 +151,8 @@ def _usd(value: Any) -> Decimal | None:
 def _what_changed(event: Event, today: date | None) -> str:
     kind = event.get("type")
     old, new = event.get("old"), event.get("new")
+    if isinstance(kind, str) and kind.startswith("provider_"):
+        return _provider_changed(event)
     if kind == "price_changed":
         field = event.get("field")
         field = field if isinstance(field, str) else "pricing"
@@ -186,6 +188,36 @@ def _what_changed(event: Event, today: date | None) -> str:
                  + [f"-{shown(v, 40)}" for v in (removed if isinstance(removed, list) else [])[:20]])
         return f"{field}: {', '.join(parts)}"
     return f"{field}: {shown(old)} -> {shown(new)}"
+
+
+def _provider_changed(event: Event) -> str:
+    """A provider event (watcher.providers): ``provider DeepInfra (deepinfra/fp8): ...``."""
+    kind, old, new = event.get("type"), event.get("old"), event.get("new")
+    who = f"provider {shown(event.get('provider_name'), 80)} ({shown(event.get('provider'), 80)})"
+    if kind == "provider_added":
+        return f"{who} added" + _model_facts(new)
+    if kind == "provider_removed":
+        return f"{who} removed" + _model_facts(old)
+    if kind == "provider_price_changed":
+        field = event.get("field")
+        key = field.partition(".")[2] if isinstance(field, str) else ""
+        if not key or isinstance(old, (list, dict)) or isinstance(new, (list, dict)):
+            return f"{who}: pricing changed: {shown(old, 60)} -> {shown(new, 60)}"
+        return (f"{who}: {price(old, key)} -> {price(new, key)} {price_unit(key)}"
+                f"{pct(event.get('change_pct'))}")
+    if kind == "provider_context_changed":
+        return (f"{who}: context {_thousands(old)} -> {_thousands(new)} tokens"
+                f"{pct(event.get('change_pct'))}")
+    if kind == "provider_quantization_changed":
+        return f"{who}: quantization {shown(old, 40)} -> {shown(new, 40)}"
+    if kind == "provider_status_changed":
+        return f"{who}: status {shown(old, 20)} -> {shown(new, 20)}"
+    uptime = f"{new:g}%" if isinstance(new, (int, float)) and not isinstance(new, bool) else "?"
+    if kind == "provider_degraded":
+        return f"{who} degraded: uptime {uptime} over the last 30 minutes"
+    if kind == "provider_recovered":
+        return f"{who} recovered: uptime {uptime} over the last 30 minutes"
+    return f"{who}: {shown(event.get('field'), 80)}: {shown(old)} -> {shown(new)}"
 
 
 def _days_phrase(left: int) -> str:
@@ -292,6 +324,10 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
      "expiring", "expiration changes"),
     ("Price changes", ("price_changed",), "price change", "price changes"),
     ("Context windows", ("context_length_changed",), "context change", "context changes"),
+    ("Providers", ("provider_added", "provider_removed", "provider_price_changed",
+                   "provider_context_changed", "provider_quantization_changed",
+                   "provider_status_changed", "provider_degraded", "provider_recovered"),
+     "provider change", "provider changes"),
     ("Other changes", ("field_changed",), "other change", "other changes"),
 )
 _SECTION_TYPES = frozenset(t for _, types, _, _ in SECTIONS for t in types)
