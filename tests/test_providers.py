@@ -176,7 +176,7 @@ def test_replay_gives_exactly_the_expected_provider_events(
     assert [a.event["type"] for r in results for a in r.alerts][2:] == [
         "provider_degraded", "provider_recovered"]
     # The pages' figures: the latest of each provider, with the volatile fields.
-    together = [s for s in run.stats if s["tag"] == "together"][0]
+    together = next(s for s in run.stats if s["tag"] == "together")
     assert together["uptime_last_30m"] == 99.0
     assert together["health"] == "up"
     assert together["latency_last_30m"] == {"p50": 1.21, "p75": 1.74, "p90": 2.55, "p99": 6.02}
@@ -278,7 +278,7 @@ def test_used_within_reads_the_models_used_from_the_stored_usage(
         tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [fakes.activity_rows(d) for d in fake_openrouter.activity.window()]
     flat = [tuple(r.values()) for day in rows for r in day]
-    # (date, model, model_permaslug, endpoint_id, provider_name, usage, byok, requests, ...)
+    # Row order: date, model, permaslug, endpoint, provider, USD, BYOK USD, requests.
     since = fake_openrouter.activity.window()[-7].isoformat()
     chosen, found = providers.used_models(flat, since, limit=3)
     assert found == 4
@@ -327,13 +327,16 @@ def test_hostile_provider_text_is_bounded_and_escaped() -> None:
     (event,) = providers.events(old, new, watch="p", detected_at="2026-01-04T19:00:00Z")
     assert event["type"] == "provider_added"
     text = line(event)
-    assert "\x1b" not in text and "\n" not in text and "\x07" not in text
+    assert "\x1b" not in text
+    assert "\n" not in text
+    assert "\x07" not in text
     assert len(describe(event)) <= 500
     body = digest_body([event], markup="markdown")
     assert "<!channel>" not in body.replace("\\<!channel>", "")  # only escaped
     assert "@everyone" not in body
     html = digest_body([event], markup="html")
-    assert "<!channel>" not in html and "&lt;!channel&gt;" in html
+    assert "<!channel>" not in html
+    assert "&lt;!channel&gt;" in html
 
 
 def test_rules_select_provider_events_by_type_and_model() -> None:

@@ -712,14 +712,18 @@ def _cell(value: Any) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from watcher.store import Store
     from watcher.timeline import timeline
-    from watcher.usage import usage_30d
+    from watcher.usage import usage_30d, usage_days
 
     settings = _settings(args)
     with Store.open(settings.state, readonly=True) as store:
         watches = [args.watch] if args.watch else store.watches()
         stories = [timeline(args.model, store.model_states(w, args.model), watch=w) for w in watches]
         spent = usage_30d(store, args.model)
-    stories = [{**s, "usage_30d": spent} for s in stories if s["first_seen"] is not None]
+        daily = usage_days(store, args.model)
+        found = store.provider_stats(args.model)  # kind: endpoints watches (issue 15)
+    # The same documents as /api/models/{id} (watcher.web.routes._read_stories).
+    stories = [{**s, "usage_30d": spent, "usage_days": daily, "providers": found}
+               for s in stories if s["first_seen"] is not None]
     if not stories:
         print(f"openrouter-watcher: no stored snapshot has a model {args.model!r}",
               file=sys.stderr)
@@ -754,6 +758,15 @@ def _print_story(story: dict[str, Any]) -> None:
              f"${spent['spend_usd']:,.2f} spent, {spent['requests']:,} requests, "
              f"{spent['prompt_tokens']:,} prompt / {spent['completion_tokens']:,} completion / "
              f"{spent['reasoning_tokens']:,} reasoning tokens")
+    for item in story.get("providers") or []:
+        prices = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
+        _say(f"  provider {shown(item.get('provider_name'), 80)} ({shown(item.get('tag'), 80)}): "
+             f"{price(prices.get('prompt', '0'), 'prompt')} in / "
+             f"{price(prices.get('completion', '0'), 'completion')} out per 1M tokens, "
+             f"context {shown(item.get('context_length'), 20)}, "
+             f"{shown(item.get('quantization'), 40)}, status {shown(item.get('status'), 20)}, "
+             f"{shown(item.get('health'), 20)}, uptime "
+             f"{shown(item.get('uptime_last_30m'), 20)}% (read {shown(item.get('at'), 40)})")
 
 
 def _read_snapshot(path: Path) -> snapshot.Snapshot:

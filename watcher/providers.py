@@ -7,7 +7,7 @@ through the same snapshot/version machinery as the catalogue: its "models" are
 * one record per endpoint, keyed ``{model}|{provider_name}|{tag}`` (:func:`endpoint_key`):
   the stable fields (prices, context, quantisation, status, limits) and the uptime
   *state* (``health``, ``low_polls``), never the uptime figures themselves;
-* one marker per model watched (keyed by the model id): a model whose endpoints were
+* one marker per model watched (keyed ``{model}|``): a model whose endpoints were
   never seen yields no ``provider_added`` storm when it joins the selection.
 
 The volatile figures (uptime, latency, throughput) change on every poll: they are
@@ -76,6 +76,12 @@ class Stats:
 def endpoint_key(model: str, provider_name: str, tag: str) -> str:
     """The snapshot key of one endpoint: a model's provider, by ``provider_name`` + ``tag``."""
     return f"{model}|{provider_name}|{tag}"
+
+
+def marker_key(model: str) -> str:
+    """The snapshot key of a model's marker: not the model id, so that the model's history
+    (its page, ``show``) is the catalogue's alone."""
+    return f"{model}|"
 
 
 def endpoints_path(model: str) -> str | None:
@@ -211,7 +217,7 @@ def settle(fetched: Mapping[str, list[dict[str, Any]]], carried: Iterable[str],
     items: list[dict[str, Any]] = []
     stats: list[Stats] = []
     for model, records in fetched.items():
-        items.append({"id": model, "model": model, "watched": True})
+        items.append({"id": marker_key(model), "model": model, "watched": True})
         for record in records:
             key = endpoint_key(model, record["provider_name"], record["tag"])
             previous = old.get(key)
@@ -237,8 +243,8 @@ def events(old: Snapshot, new: Snapshot, *, watch: str, detected_at: str) -> lis
     Only models watched both times give events: one joining or leaving the selection (a
     glob, the usage window) does not look like its providers coming or going.
     """
-    both = {k for k, v in new.models.items() if v.get("watched")} & {
-        k for k, v in old.models.items() if v.get("watched")}
+    both = {v.get("model") for v in new.models.values() if v.get("watched")} & {
+        v.get("model") for v in old.models.values() if v.get("watched")}
     out: list[Event] = []
     for key in sorted(old.models.keys() | new.models.keys()):
         before, after = old.models.get(key), new.models.get(key)

@@ -228,3 +228,20 @@ def usage_30d(store: Store, model: str) -> dict[str, Any] | None:
             "requests": used.requests, "prompt_tokens": used.prompt_tokens,
             "completion_tokens": used.completion_tokens,
             "reasoning_tokens": used.reasoning_tokens}
+
+
+def usage_days(store: Store, model: str) -> list[tuple[str, float, int]]:
+    """``model``'s (day, USD, requests) over the 30 days up to the newest fetched day, a
+    day without use as 0: the model page's bar chart."""
+    through = store.usage_through()
+    if through is None:
+        return []
+    first = date.fromisoformat(window_start(through))
+    per_day: dict[str, list[float]] = {}
+    for row in store.usage_rows(since=first.isoformat(), model=model):
+        entry = per_day.setdefault(row[0], [0.0, 0])
+        entry[0] += float(row[5] or 0)
+        entry[1] += int(row[7] or 0)
+    days = [(first + timedelta(days=n)).isoformat() for n in range(WINDOW_DAYS)]
+    return [(d, round(per_day.get(d, [0.0, 0])[0], 6), int(per_day.get(d, [0.0, 0])[1]))
+            for d in days if d <= through]

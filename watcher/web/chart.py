@@ -160,3 +160,35 @@ def _step_path(steps: Sequence[Step], x: Any, y: Any, end_x: float) -> str:
         out.append(f"H{xs[index + 1]}")
         drawing = True
     return " ".join(out)
+
+
+BAR_HEIGHT = 160
+
+
+def spend_chart(days: Sequence[tuple[str, float, int]]) -> str:
+    """A model's spend per UTC day as an inline SVG bar chart (``days``: date, USD,
+    requests, in date order); empty when nothing was spent or requested."""
+    if not days or not any(usd > 0 or requests > 0 for _, usd, requests in days):
+        return ""
+    top = nice_ceiling(max((usd for _, usd, _ in days), default=0.0) or 1.0)
+    inner_w, inner_h = WIDTH - LEFT - RIGHT, BAR_HEIGHT - TOP - BOTTOM
+    step = inner_w / len(days)
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {BAR_HEIGHT}" '
+             f'role="img" aria-label="Spend per day over the last {len(days)} days">'),
+             (f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end" font-size="11">'
+             f'{escape(money(Decimal(repr(top))))}</text>'),
+             f'<text x="{LEFT - 6}" y="{TOP + inner_h}" text-anchor="end" font-size="11">$0</text>',
+             (f'<line x1="{LEFT}" y1="{TOP + inner_h}" x2="{LEFT + inner_w}" y2="{TOP + inner_h}" '
+             'stroke="#888"/>')]
+    for i, (day, usd, requests) in enumerate(days):
+        height = max(0.0, usd) / top * inner_h if math.isfinite(usd) else 0.0
+        x, y = LEFT + i * step + 1, TOP + inner_h - height
+        label = escape(f"{day}: {money(Decimal(repr(round(usd, 2))))}, {requests:,} requests")
+        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(step - 2, 1):.1f}" '
+                     f'height="{height:.1f}" fill="{PALETTE[0]}"><title>{label}</title></rect>')
+    first, last = escape(days[0][0]), escape(days[-1][0])
+    parts.append(f'<text x="{LEFT}" y="{BAR_HEIGHT - 8}" font-size="11">{first}</text>')
+    parts.append(f'<text x="{LEFT + inner_w}" y="{BAR_HEIGHT - 8}" text-anchor="end" '
+                 f'font-size="11">{last}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

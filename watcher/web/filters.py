@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from watcher.clock import iso
-from watcher.events import EVENT_TYPES
+from watcher.events import EVENT_TYPES, Event
 from watcher.store import EventQuery
 from watcher.yamldoc import parse_duration
 
@@ -25,6 +25,19 @@ class FilterError(ValueError):
     """A query string that does not describe a filter; the message is for the user."""
 
 
+SORTS = ("", "impact")
+
+
+def by_impact(events: list[Event]) -> list[Event]:
+    """``events`` (newest first) by the absolute monthly impact, then the 30-day spend,
+    largest first; events without either keep their order after them."""
+    def weight(event: Event) -> tuple[float, float]:
+        impact, spend = event.get("monthly_impact_usd"), event.get("spend_30d_usd")
+        return (-abs(impact) if isinstance(impact, (int, float)) else 0.0,
+                -spend if isinstance(spend, (int, float)) else 0.0)
+    return sorted(events, key=weight)
+
+
 @dataclass(frozen=True)
 class Filters:
     type: str = ""
@@ -32,6 +45,7 @@ class Filters:
     watch: str = ""
     since: str = ""      # an age: 30m, 12h, 7d
     limit: int = 0       # 0: the listing's default
+    sort: str = ""       # "impact": the largest monthly impact (then spend) first
 
     @classmethod
     def parse(cls, query: Mapping[str, str], *, default_limit: int) -> Filters:
@@ -60,7 +74,10 @@ class Filters:
                 raise FilterError(f"limit: expected a whole number from 1 to {MAX_LIMIT}, "
                                   f"got {raw_limit[:20]!r}")
             limit = int(raw_limit)
-        return cls(type=kind, model=model, watch=watch, since=since, limit=limit)
+        sort = query.get("sort", "").strip()
+        if sort not in SORTS:
+            raise FilterError(f"sort: expected impact (or nothing: newest first), got {sort[:20]!r}")
+        return cls(type=kind, model=model, watch=watch, since=since, limit=limit, sort=sort)
 
     def event_query(self, now: datetime) -> EventQuery:
         since = None
@@ -73,7 +90,8 @@ class Filters:
     def query_string(self, *, limit: bool = True) -> str:
         """The canonical query string (``type=...&model=...``), empty when nothing is set."""
         pairs = [(k, v) for k, v in (("type", self.type), ("model", self.model),
-                                     ("watch", self.watch), ("since", self.since)) if v]
+                                     ("watch", self.watch), ("since", self.since),
+                                     ("sort", self.sort)) if v]
         if limit and self.limit:
             pairs.append(("limit", str(self.limit)))
         return urlencode(pairs)
@@ -84,4 +102,5 @@ class Filters:
         bits += [f"model {self.model}"] if self.model else []
         bits += [f"watch {self.watch}"] if self.watch else []
         bits += [f"last {self.since}"] if self.since else []
+        bits += ["by impact"] if self.sort else []
         return ", ".join(bits)

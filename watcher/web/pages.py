@@ -21,7 +21,7 @@ from markupsafe import Markup
 from watcher import escape
 from watcher.events import EVENT_TYPES, Event
 from watcher.links import model_id_path, model_path
-from watcher.notify.render import describe, price, price_unit, time_text
+from watcher.notify.render import describe, price, price_unit, shown, time_text
 from watcher.web import chart
 from watcher.web.filters import MAX_LIMIT, Filters
 
@@ -136,6 +136,36 @@ def _story(story: Mapping[str, Any], today: date | None, shown: int | None) -> d
                          for c in _newest(context, shown)],
         "rows": [event_row(e, today) for e in _newest(events, shown)],
         "rows_hidden": max(0, len(events) - (shown or len(events))),
+        **_usage_and_providers(story),
+    }
+
+
+def _usage_and_providers(story: Mapping[str, Any]) -> dict[str, Any]:
+    """The 30-day spend (its bar chart) and the providers table (issue 15 item 4)."""
+    spent = story.get("usage_30d")
+    svg = chart.spend_chart(story.get("usage_days") or [])
+    rows = []
+    for item in story.get("providers") or []:
+        prices = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
+        uptime = item.get("uptime_last_30m")
+        latency = item.get("latency_last_30m")
+        rows.append({
+            "provider": shown(item.get("provider_name"), 80), "tag": shown(item.get("tag"), 80),
+            "prompt": price(prices.get("prompt", "0"), "prompt"),
+            "completion": price(prices.get("completion", "0"), "completion"),
+            "context": _tokens(item.get("context_length")),
+            "quantization": shown(item.get("quantization"), 40),
+            "status": shown(item.get("status"), 20),
+            "health": shown(item.get("health"), 20),
+            "uptime": f"{uptime:g}%" if isinstance(uptime, (int, float)) else "n/a",
+            "latency": (f"{latency['p50']:g} s" if isinstance(latency, dict)
+                        and isinstance(latency.get("p50"), (int, float)) else "n/a"),
+            "at": time_text(item.get("at"))})
+    return {
+        "spend": (f"${spent['spend_usd']:,.2f} spent, {spent['requests']:,} requests "
+                  f"({spent['first_day']} .. {spent['last_day']})") if spent else "",
+        "spend_chart": Markup(svg) if svg else "",  # noqa: S704 - chart.py escapes what it writes
+        "providers": rows,
     }
 
 

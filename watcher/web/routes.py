@@ -25,7 +25,7 @@ from watcher.links import model_path
 from watcher.store import Store
 from watcher.timeline import timeline
 from watcher.web import atom, pages
-from watcher.web.filters import FilterError, Filters
+from watcher.web.filters import FilterError, Filters, by_impact
 
 Account = Callable[[], Mapping[str, Sequence[str]]]
 
@@ -101,8 +101,11 @@ async def index(request: web.Request) -> web.Response:
                                       prefix=state.prefix), status=400)
     now = state.clock()
     rows = state.store.event_rows(filters.event_query(now))
+    events = [e for _, e in reversed(rows)]
+    if filters.sort == "impact":
+        events = by_impact(events)
     body = pages.index_page(
-        events=[e for _, e in reversed(rows)], filters=filters, watches=state.watches(),
+        events=events, filters=filters, watches=state.watches(),
         account=state.account_view(), today=now.date(), prefix=state.prefix,
         more=len(rows) >= filters.limit)
     return _html(body)
@@ -221,13 +224,16 @@ async def _stories(state: WebState, model_id: str, watch: str | None) -> list[di
 
 def _read_stories(open_reader: Callable[[], Store], model_id: str, watches: list[str]
                   ) -> list[dict[str, Any]]:
-    from watcher.usage import usage_30d  # noqa: PLC0415 - the pages need it only here
+    from watcher.usage import usage_30d, usage_days  # noqa: PLC0415 - the pages need it only here
 
     with open_reader() as reader:
         stories = [timeline(model_id, reader.model_states(w, model_id), watch=w) for w in watches]
         spent = usage_30d(reader, model_id)
-    # As `show MODEL --format json` prints them.
-    return [{**s, "usage_30d": spent} for s in stories if s["first_seen"] is not None]
+        daily = usage_days(reader, model_id)
+        found = reader.provider_stats(model_id)
+    # As `show MODEL --format json` prints them, with the daily usage and the providers.
+    return [{**s, "usage_30d": spent, "usage_days": daily, "providers": found}
+            for s in stories if s["first_seen"] is not None]
 
 
 def _query(filters: Filters, default_limit: int) -> str:
