@@ -228,6 +228,12 @@ def _never(rule: Rule, event_type: str, settings: Settings, fields: frozenset[st
             reason = (f"{event_type} comes only from a /models/user watch paired with the "
                       f"/models watch of the same host, and {where} none")
             return ("watches" if rule.watches else "on"), reason
+    if event_type.startswith("provider_"):
+        names = set(rule.watches) or {w.name for w in settings.watches}
+        if not any(w.name in names and w.kind == "endpoints" for w in settings.watches):
+            where = "its watches have" if rule.watches else "the config has"
+            return (("watches" if rule.watches else "on"),
+                    f"{event_type} comes only from a kind: endpoints watch, and {where} none")
     if event_type == "expiring_soon" and not settings.expiring_soon_days:
         return "on", "expiring_soon_days is empty, so no expiring_soon is ever sent"
     if rule.fields and not any(_can_carry(event_type, g, fields) is not False for g in rule.fields):
