@@ -238,20 +238,23 @@ def test_429_retry_after_pauses_the_pacer_and_the_poll_still_succeeds(
         ("provider_price_changed", "together", "pricing.prompt")]
 
 
-def test_pacing_bounds_the_rate_and_the_requests_in_flight(
+def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
         tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
-    # 20 models at 10 requests/s, 3 at once: >= 1.9 s between the first and last start, and
-    # never more than 3 in flight (each answer takes 0.3 s), measured at the fake.
+    # Each answer takes 1.2 s, so without the concurrency bound 6 would be in flight; the
+    # starts are 0.2 s apart at least: 49 gaps, >= 9.8 s from the first start to the last,
+    # and the 50th answer 1.2 s later (measured at the fake).
     run = Run(tmp_path, fake_openrouter, monkeypatch, endpoints=(
-        '    models: ["*"]\n    max_models: 20\n    requests_per_second: 10\n'
-        "    concurrency: 3\n"))
+        '    models: ["*"]\n    max_models: 50\n    requests_per_second: 5\n'
+        "    concurrency: 5\n"))
     fake = fake_openrouter.endpoints
-    fake.delay = 0.3
+    fake.delay = 1.2
     results = asyncio.run(run.polls([None]))
     assert results[0].outcome == "baseline"
-    assert len(fake.starts) == 20  # capped: the list has 349 models
-    assert fake.peak == 3
-    assert fake.starts[-1] - fake.starts[0] >= 1.9
+    assert len(fake.starts) == 50  # capped: the list has 349 models
+    assert fake.peak == 5
+    gaps = [b - a for a, b in zip(fake.starts, fake.starts[1:], strict=False)]
+    assert min(gaps) >= 0.19  # the fake's clock, not ours: a little slack for its scheduling
+    assert fake.starts[-1] - fake.starts[0] + fake.delay >= 10.0
 
 
 def test_a_failed_model_keeps_its_providers_and_a_404_leaves_the_selection(
@@ -359,3 +362,69 @@ def test_an_auth_refusal_fails_the_poll_with_the_auth_notice(
     assert results[0].outcome == "failed"
     assert "HTTP 401" in (results[0].error or "")
     assert API_KEY not in (results[0].error or "")
+
+
+def test_model_page_shows_spend_and_providers_and_the_change_page_sorts_by_impact(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_cli import cli
+    from tests.test_web import parse, serve
+    from watcher import usage
+
+    run = Run(tmp_path, fake_openrouter, monkeypatch)
+
+    def hostile(data: dict[str, list[dict[str, Any]]]) -> None:
+        data[DEEPSEEK].append({**data[DEEPSEEK][0], "provider_name": "<script>alert(1)</script>",
+                               "tag": "evil\x1b[2J", "uptime_last_30m": 91.5})
+
+    asyncio.run(run.polls([None, hostile]))
+    days = fake_openrouter.activity.window()
+    body = orjson.dumps({"data": [r for d in days for r in fakes.activity_rows(d)]})
+    with Store.open(run.settings.state_dir) as store:
+        store.store_usage(usage.parse(body), days[-1].isoformat())
+
+    async def pages() -> tuple[str, str, int, int]:
+        client = await serve(run.settings.path)
+        try:
+            page = await client.get(f"/models/{DEEPSEEK}")
+            assert page.status == 200
+            index = await client.get("/?sort=impact")
+            bad = await client.get("/?sort=bogus")
+            return await page.text(), await index.text(), index.status, bad.status
+        finally:
+            await client.close()
+
+    html, index, ok, bad = asyncio.run(pages())
+    assert (ok, bad) == (200, 400)
+    tags = parse(html).tags
+    rows = [a for t, a in tags if t == "tr" and "provider" in (a.get("class") or "")]
+    assert len(rows) == 5
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\x1b" not in html
+    assert "$26.10 spent, 30,000 requests" in html  # 0.87 x 30 days
+    spend = html.split('aria-label="Spend per day over the last 30 days"')[1].split("</svg>")[0]
+    assert spend.count("<rect") == 30
+    assert "by impact" in index
+    # show MODEL prints the providers, escaped for a terminal.
+    proc = cli("show", DEEPSEEK, "--config", str(run.settings.path),
+               env={"OPENROUTER_API_KEY": API_KEY})
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("  provider ")]
+    assert len(lines) == 5
+    assert any(x.startswith("  provider DeepInfra (deepinfra/fp8): $0.26 in / $0.38 out per 1M "
+                            "tokens, context 163840, fp8, status 0, up, uptime 99.5%")
+               for x in lines), lines
+    assert "\x1b" not in proc.stdout
+
+
+def test_by_impact_orders_the_largest_impact_then_spend_first() -> None:
+    from watcher.web.filters import by_impact
+
+    events: list[Any] = [
+        {"type": "price_changed", "model": "a", "monthly_impact_usd": -5.0},
+        {"type": "model_added", "model": "b"},
+        {"type": "price_changed", "model": "c", "monthly_impact_usd": 120.0},
+        {"type": "model_removed", "model": "d", "spend_30d_usd": 40.0},
+        {"type": "price_changed", "model": "e", "monthly_impact_usd": None},
+    ]
+    assert [e["model"] for e in by_impact(events)] == ["c", "a", "d", "b", "e"]
