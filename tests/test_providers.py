@@ -239,7 +239,8 @@ def test_429_retry_after_pauses_the_pacer_and_the_poll_still_succeeds(
 
 
 def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
-        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # Each answer takes 1.2 s, so without the concurrency bound 6 would be in flight; the
     # starts are 0.2 s apart at least: 49 gaps, >= 9.8 s from the first start to the last,
     # and the 50th answer 1.2 s later (measured at the fake).
@@ -255,6 +256,10 @@ def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
     gaps = [b - a for a, b in zip(fake.starts, fake.starts[1:], strict=False)]
     assert min(gaps) >= 0.19  # the fake's clock, not ours: a little slack for its scheduling
     assert fake.starts[-1] - fake.starts[0] + fake.delay >= 10.0
+    # The cut is a warning naming how many matched.
+    (warning,) = [x for x in capsys.readouterr().out.splitlines() if "endpoints.capped" in x]
+    assert "matched=349" in warning
+    assert "max_models=50" in warning
 
 
 def test_a_failed_model_keeps_its_providers_and_a_404_leaves_the_selection(
@@ -428,3 +433,25 @@ def test_by_impact_orders_the_largest_impact_then_spend_first() -> None:
         {"type": "price_changed", "model": "e", "monthly_impact_usd": None},
     ]
     assert [e["model"] for e in by_impact(events)] == ["c", "a", "d", "b", "e"]
+
+
+def test_once_reports_provider_events_and_keeps_the_key_secret(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_cli import cli
+
+    run = Run(tmp_path, fake_openrouter, monkeypatch)
+    env = {"OPENROUTER_API_KEY": API_KEY}
+    path = str(run.settings.path)
+    first = cli("once", "--config", path, "--format", "json", env=env)
+    assert first.returncode == 0, first.stderr
+    endpoint(fake_openrouter.endpoints.data, GLM, "together")["status"] = -5
+    second = cli("once", "--config", path, "--format", "json", "--log-level", "debug", env=env)
+    assert second.returncode == 0, second.stderr
+    assert '"provider_status_changed"' in second.stdout
+    assert '"provider":"together"' in second.stdout.replace(" ", "")
+    fake_openrouter.endpoints.queue = [Reply(status=401, body=b"{}")] * 4
+    refused = cli("once", "--config", path, "--log-level", "debug", env=env)
+    for proc in (first, second, refused):
+        assert API_KEY not in proc.stdout + proc.stderr
+        assert API_KEY[4:-4] not in proc.stdout + proc.stderr
+    assert "HTTP 401" in refused.stdout + refused.stderr
