@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -257,9 +258,11 @@ def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
     assert min(gaps) >= 0.19  # the fake's clock, not ours: a little slack for its scheduling
     assert fake.starts[-1] - fake.starts[0] + fake.delay >= 10.0
     # The cut is a warning naming how many matched.
-    (warning,) = [x for x in capsys.readouterr().out.splitlines() if "endpoints.capped" in x]
-    assert "matched=349" in warning
-    assert "max_models=50" in warning
+    captured = capsys.readouterr()  # stdout or stderr, text or JSON: as logging was set up
+    (warning,) = [x for x in (captured.out + captured.err).splitlines()
+                  if "endpoints.capped" in x]
+    assert re.search(r"matched\W+349\b", warning), warning
+    assert re.search(r"max_models\W+50\b", warning), warning
 
 
 def test_a_failed_model_keeps_its_providers_and_a_404_leaves_the_selection(
@@ -455,3 +458,42 @@ def test_once_reports_provider_events_and_keeps_the_key_secret(
         assert API_KEY not in proc.stdout + proc.stderr
         assert API_KEY[4:-4] not in proc.stdout + proc.stderr
     assert "HTTP 401" in refused.stdout + refused.stderr
+
+
+def test_plan_of_an_endpoints_poll_is_pure_and_carries_the_figures() -> None:
+    from datetime import UTC, datetime
+
+    from watcher.cycle import CycleState, Poll, Rules, plan
+    from watcher.errors import SnapshotError
+
+    watch = Watch(name="p", url="http://127.0.0.1:1/api/v1", interval=60, kind="endpoints")
+    records = providers.parse((fakes.DATA / "endpoints_deepseek-v3.2.json").read_bytes(), DEEPSEEK)
+    old, _ = providers.settle({DEEPSEEK: records}, [], None, watch)
+    # Every provider but one gone: no guard holds it (a shrinking selection is no truncation).
+    new, stats = providers.settle({DEEPSEEK: records[:1]}, [], old, watch)
+    rules = Rules((Rule(name="r", on=frozenset({"provider_removed"}), notify=("t",)),), (7, 1))
+    now = datetime(2026, 1, 4, 19, 0, tzinfo=UTC)
+    planned = plan(CycleState(old), Poll(new, stats=tuple(stats), watched=frozenset({DEEPSEEK})),
+                   watch=watch, rules=rules, now=now)
+    assert planned.outcome == "changed"
+    assert [(e["type"], e["provider"]) for e in planned.events] == [
+        ("provider_removed", "deepinfra/fp4"), ("provider_removed", "novita/fp8")]
+    assert [a.target for a in planned.alerts] == ["t", "t"]
+    assert [s.tag for s in planned.stats] == ["deepseek"]
+    assert planned.watched == frozenset({DEEPSEEK})
+    failed = plan(CycleState(old), Poll(error=SnapshotError("x")), watch=watch,
+                  rules=rules, now=now)
+    assert (failed.outcome, failed.stats, failed.watched) == ("failed", (), frozenset())
+
+
+def test_provider_trouble_is_a_warning() -> None:
+    from watcher.notify.render import notify_type
+
+    def event(kind: str, **extra: Any) -> Any:
+        return {"type": kind, "model": DEEPSEEK, **extra}
+
+    assert notify_type([event("provider_degraded")]) == "warning"
+    assert notify_type([event("provider_removed")]) == "warning"
+    assert notify_type([event("provider_price_changed", old="0.1", new="0.2")]) == "warning"
+    assert notify_type([event("provider_price_changed", old="0.2", new="0.1")]) == "info"
+    assert notify_type([event("provider_recovered"), event("provider_added")]) == "info"

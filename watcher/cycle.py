@@ -287,7 +287,14 @@ def _crashed(name: str, at: str, stamp: float, current: Snapshot, exc: Exception
 
 
 def record(store: Store, planned: CyclePlan) -> None:
-    """Write what ``planned`` decided: one check row, or the cycle's one transaction."""
+    """Write what ``planned`` decided: one check row, or the cycle's one transaction.
+
+    An endpoints watch's figures go first, in their own transaction: they are only what
+    the pages show, so a failure after them loses nothing, while one after the cycle's
+    commit would leave the baseline in memory behind the stored one (its events again).
+    """
+    if planned.stats or planned.watched:
+        store.record_provider_stats(planned.watch, planned.at, planned.watched, planned.stats)
     if planned.write == "check":
         store.record_check(planned.watch, planned.at, planned.outcome, planned.error,
                            digest=planned.digest, gaps=planned.gaps)
@@ -296,8 +303,6 @@ def record(store: Store, planned: CyclePlan) -> None:
                            planned.events, planned.alerts, now=planned.now,
                            reminders=planned.reminders, error=planned.error, gaps=planned.gaps,
                            same_change_window=planned.same_change_window)
-    if planned.stats or planned.watched:
-        store.record_provider_stats(planned.watch, planned.at, planned.watched, planned.stats)
 
 
 def alerts_for(watch: Watch, events: list[Event], rules: Sequence[Rule]) -> list[Alert]:

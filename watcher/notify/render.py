@@ -556,12 +556,14 @@ def body_format(target: Target) -> Format:
 
 
 _FAILURE = frozenset({"model_removed", "model_unavailable_to_account"})
-_WARNING = frozenset({"expiration_set", "expiration_changed", "expiring_soon"})
+_WARNING = frozenset({"expiration_set", "expiration_changed", "expiring_soon",
+                      "provider_removed", "provider_degraded", "provider_status_changed"})
 
 
 def notify_type(events: list[Event]) -> NotifyType:
     """Apprise's notify type for the worst event: a removal or the account losing a model
-    is a failure; an expiry or a price increase a warning; anything else info."""
+    is a failure; an expiry, a price increase, or a provider removed, degraded or changing
+    status a warning; anything else info."""
     kinds = {e.get("type") for e in events}
     if kinds & _FAILURE:
         return "failure"
@@ -571,7 +573,7 @@ def notify_type(events: list[Event]) -> NotifyType:
 
 
 def _price_increase(event: Event) -> bool:
-    if event.get("type") != "price_changed":
+    if event.get("type") not in ("price_changed", "provider_price_changed"):
         return False
     old, new = as_decimal(event.get("old")), as_decimal(event.get("new"))
     # "-1" is variable pricing: going to or from it is no increase one can count.
