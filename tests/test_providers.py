@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import structlog.testing
 
 from tests import fakes
 from tests.fakes import FakeOpenRouter, Reply
@@ -240,8 +240,7 @@ def test_429_retry_after_pauses_the_pacer_and_the_poll_still_succeeds(
 
 
 def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
-        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each answer takes 1.2 s, so without the concurrency bound 6 would be in flight; the
     # starts are 0.2 s apart at least: 49 gaps, >= 9.8 s from the first start to the last,
     # and the 50th answer 1.2 s later (measured at the fake).
@@ -250,7 +249,8 @@ def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
         "    concurrency: 5\n"))
     fake = fake_openrouter.endpoints
     fake.delay = 1.2
-    results = asyncio.run(run.polls([None]))
+    with structlog.testing.capture_logs() as logs:
+        results = asyncio.run(run.polls([None]))
     assert results[0].outcome == "baseline"
     assert len(fake.starts) == 50  # capped: the list has 349 models
     assert fake.peak == 5
@@ -258,11 +258,8 @@ def test_50_models_at_5_per_second_take_10_s_and_never_more_than_5_at_once(
     assert min(gaps) >= 0.19  # the fake's clock, not ours: a little slack for its scheduling
     assert fake.starts[-1] - fake.starts[0] + fake.delay >= 10.0
     # The cut is a warning naming how many matched.
-    captured = capsys.readouterr()  # stdout or stderr, text or JSON: as logging was set up
-    (warning,) = [x for x in (captured.out + captured.err).splitlines()
-                  if "endpoints.capped" in x]
-    assert re.search(r"matched\W+349\b", warning), warning
-    assert re.search(r"max_models\W+50\b", warning), warning
+    (warning,) = [x for x in logs if x["event"] == "endpoints.capped"]
+    assert (warning["log_level"], warning["matched"], warning["max_models"]) == ("warning", 349, 50)
 
 
 def test_a_failed_model_keeps_its_providers_and_a_404_leaves_the_selection(
