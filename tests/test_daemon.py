@@ -6,6 +6,7 @@ import itertools
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,20 +33,25 @@ delivery: {{retry_backoff: 0.2s, max_backoff: 1s, stop_grace: 1s}}
     return path
 
 
-def test_sigkill_after_commit_before_send_resends_after_restart(
-        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+def assert_resent_once_after_sigkill(path: Path, fake_openrouter: FakeOpenRouter,
+                                     webhook: WebhookSink,
+                                     beside: Callable[[], None] = lambda: None) -> str:
+    """A daemon on the config at ``path`` is SIGKILLed while its first send hangs (the alert
+    committed, not marked sent; ``beside`` runs then); the next daemon sends it once, with
+    the same idempotency key.  The two daemons' logs."""
     fake_openrouter.set_script([24, 25])
     webhook.stall = True  # the send starts, and hangs: the daemon has committed, not marked sent
-    daemon = Daemon(daemon_config(tmp_path, fake_openrouter, webhook)).start()
+    daemon = Daemon(path).start()
     try:
         wait_for(lambda: webhook.requests, what="the first (stalled) send")
+        beside()
         daemon.kill()
     finally:
         if daemon.proc and daemon.proc.poll() is None:
             daemon.kill()
     stalled = webhook.requests[0]
     webhook.stall = False
-    restarted = Daemon(daemon.config).start()
+    restarted = Daemon(path).start()
     try:
         wait_for(lambda: webhook.delivered, what="the resend after restart")
         assert restarted.stop() == 0
@@ -57,6 +63,13 @@ def test_sigkill_after_commit_before_send_resends_after_restart(
     events = delivered.message["events"]
     assert [(e["type"], e["model"]) for e in events] == [
         ("expiration_set", "mistralai/devstral-2512:free")]
+    return daemon.logs() + restarted.logs()
+
+
+def test_sigkill_after_commit_before_send_resends_after_restart(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, webhook: WebhookSink) -> None:
+    assert_resent_once_after_sigkill(daemon_config(tmp_path, fake_openrouter, webhook),
+                                     fake_openrouter, webhook)
 
 
 def test_sigterm_stops_cleanly_within_the_grace_and_leaves_unsent_pending(

@@ -28,11 +28,8 @@ from tests.daemon import Daemon, wait_for
 from tests.fakes import FakeOpenRouter, _free_port
 from tests.sinks import WebhookSink
 from tests.test_cli import cli
-from tests.test_history import taken_at
-from watcher import config, fetch
-from watcher.app import App
+from tests.test_history import replay
 from watcher.config import Database
-from watcher.store import Store
 
 STEPS = list(range(14))  # ~300 events in 13 changed cycles
 TYPES = ["model_added", "model_removed", "price_changed", "expiration_set", "expiration_changed",
@@ -69,27 +66,10 @@ delivery: {{retry_backoff: 0.2s, max_backoff: 1s, stop_grace: 1s}}
     return path
 
 
-async def _replay(path: Path, server: FakeOpenRouter) -> list[Identity]:
-    settings = config.load(path)
-    store = Store.open(settings.state)
-    now = [taken_at(STEPS[0])]
-    try:
-        async with fetch.new_session() as session:
-            app = App(settings, store, session, clock=lambda: now[0])
-            for step in STEPS:
-                now[0] = taken_at(step)
-                server.set_script([step])
-                await app.cycle(settings.watches[0])
-            app.close()
-        return [identity(dict(e)) for e in store.events()]
-    finally:
-        store.close()
-
-
 def expected_alerts(folder: Path, server: FakeOpenRouter) -> Counter[Identity]:
     """The alerts of the steps replayed in process on SQLite, one cycle each."""
     path = write_config(folder, folder / "state", server, None)
-    expected = Counter(asyncio.run(_replay(path, server)))
+    expected = Counter(identity(dict(e)) for e in asyncio.run(replay(path, server, STEPS)))
     assert sum(expected.values()) > 200
     return expected
 

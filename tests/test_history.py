@@ -17,6 +17,7 @@ from tests.pg import state_yaml
 from tests.test_cli import cli
 from watcher import config, fetch
 from watcher.app import App, unavailable_to_account
+from watcher.events import Event
 from watcher.store import Store
 
 
@@ -35,18 +36,27 @@ async def replay_into(tmp_path: Path, server: FakeOpenRouter, steps: list[int],
     path.write_text(state_yaml(tmp_path / "state" if state is None else state, tmp_path)
                     + f"watches: [{{name: models, url: '{server.url}', "
                     "interval: 1h}]\nexpiring_soon_days: []\n")
+    await replay(path, server, steps)
+    return path
+
+
+async def replay(path: Path, server: FakeOpenRouter, steps: list[int]) -> list[Event]:
+    """Every step, one cycle each, as `once` runs it, at the time it was taken, with the
+    config at ``path``; the events it stored."""
     settings = config.load(path)
     store = Store.open(settings.state)
     now = [taken_at(steps[0])]
-    async with fetch.new_session() as session:
-        app = App(settings, store, session, clock=lambda: now[0])
-        for step in steps:
-            now[0] = taken_at(step)
-            server.set_script([step])
-            await app.cycle(settings.watches[0])
-        app.close()
-    store.close()
-    return path
+    try:
+        async with fetch.new_session() as session:
+            app = App(settings, store, session, clock=lambda: now[0])
+            for step in steps:
+                now[0] = taken_at(step)
+                server.set_script([step])
+                await app.cycle(settings.watches[0])
+            app.close()
+        return store.events()
+    finally:
+        store.close()
 
 
 async def test_show_prints_every_price_of_a_model_over_time(

@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon, wait_for
 from tests.fakes import DATA, FakeOpenRouter
 from tests.pg import PASSWORD, state_yaml
 from tests.sinks import WebhookSink
 from tests.test_cli import cli
-from tests.test_daemon import daemon_config
-from tests.test_history import taken_at
-from watcher import config, fetch, snapshot
-from watcher.app import App
+from tests.test_daemon import assert_resent_once_after_sigkill, daemon_config
+from tests.test_history import replay
+from watcher import config, snapshot
 from watcher.errors import StateError
 from watcher.events import make_event
 from watcher.store import SCHEMA_VERSION, EventQuery, Store
@@ -35,23 +33,6 @@ def write_config(folder: Path, server: FakeOpenRouter, state: Any) -> Path:
     path.write_text(state_yaml(state, folder) + f"watches: [{{name: models, url: '{server.url}', "
                     "interval: 1h}]\nexpiring_soon_days: []\n")
     return path
-
-
-async def replay(path: Path, server: FakeOpenRouter, steps: list[int]) -> None:
-    """Every step, one cycle each, as `once` runs it, at the time it was taken."""
-    settings = config.load(path)
-    store = Store.open(settings.state)
-    now = [taken_at(steps[0])]
-    try:
-        async with fetch.new_session() as session:
-            app = App(settings, store, session, clock=lambda: now[0])
-            for step in steps:
-                now[0] = taken_at(step)
-                server.set_script([step])
-                await app.cycle(settings.watches[0])
-            app.close()
-    finally:
-        store.close()
 
 
 def output(path: Path, *args: str) -> str:
@@ -293,31 +274,14 @@ def test_a_daemon_on_postgresql_killed_after_commit_resends_after_restart(
     path = daemon_config(tmp_path, fake_openrouter, webhook)
     path.write_text(path.read_text().replace("state_dir: state\n",
                                              state_yaml(pg_database, tmp_path)))
-    fake_openrouter.set_script([24, 25])
-    webhook.stall = True
-    daemon = Daemon(path).start()
-    try:
-        wait_for(lambda: webhook.requests, what="the first (stalled) send")
-        assert output(path, "status").strip()  # a reader beside the running daemon
-        daemon.kill()
-    finally:
-        if daemon.proc and daemon.proc.poll() is None:
-            daemon.kill()
-    stalled = webhook.requests[0]
-    webhook.stall = False
-    restarted = Daemon(path).start()
-    try:
-        wait_for(lambda: webhook.delivered, what="the resend after restart")
-        assert restarted.stop() == 0
-    finally:
-        if restarted.proc and restarted.proc.poll() is None:
-            restarted.kill()
-    (delivered,) = webhook.delivered
-    assert delivered.headers["Idempotency-Key"] == stalled.headers["Idempotency-Key"]
-    assert [(e["type"], e["model"]) for e in delivered.message["events"]] == [
-        ("expiration_set", "mistralai/devstral-2512:free")]
-    assert PASSWORD not in daemon.logs() + restarted.logs()
-    assert "Traceback" not in daemon.logs() + restarted.logs()
+
+    def a_reader_beside_the_running_daemon() -> None:
+        assert output(path, "status").strip()
+
+    logs = assert_resent_once_after_sigkill(path, fake_openrouter, webhook,
+                                            beside=a_reader_beside_the_running_daemon)
+    assert PASSWORD not in logs
+    assert "Traceback" not in logs
 
 
 def test_a_nul_in_a_model_id_costs_that_id_its_nul_not_the_poll(
